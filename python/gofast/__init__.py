@@ -1,0 +1,68 @@
+"""gofast for Python: the gofast protocol over one TCP connection.
+
+Either side can POST (no reply), REQUEST a single RESPONSE, or open any
+number of bi-directional STREAMs, all multiplexed at once. The connection
+loop, batching writer and frame codec run in Rust on native threads;
+handlers are plain Python callables.
+
+>>> import gofast                                          # doctest: +SKIP
+>>> t = gofast.Transport.connect(("127.0.0.1", 9998), name="client")
+>>> t.handshake()
+>>> reply = t.request(MyQuery(...), MyReply)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import _native
+from ._native import BinMessage
+from .errors import (
+    ConnectionClosed,
+    GofastError,
+    OpaqueExhausted,
+    ProtocolError,
+    SettingsError,
+    StreamClosed,
+    Timeout,
+    UsageError,
+)
+from .message import RESERVED_IDS, CborMessage, Message, MessageType
+from .settings import default_settings
+from .transport import Handler, Listener, Stream, StreamCallback, Transport, Whoami, listen
+from .version import Version64
+
+__all__ = [
+    "BinMessage",
+    "CborMessage",
+    "ConnectionClosed",
+    "GofastError",
+    "Handler",
+    "Listener",
+    "Message",
+    "MessageType",
+    "OpaqueExhausted",
+    "ProtocolError",
+    "RESERVED_IDS",
+    "STAT_NAMES",
+    "SettingsError",
+    "Stream",
+    "StreamCallback",
+    "StreamClosed",
+    "Timeout",
+    "Transport",
+    "UsageError",
+    "Version64",
+    "Whoami",
+    "default_settings",
+    "listen",
+    "stats",
+]
+
+STAT_NAMES: tuple[str, ...] = tuple(_native.STAT_NAMES)
+"""Counter names, as in the Go reference (plus n_handler_errors, n_timeouts)."""
+
+
+def stats(name: str | None = None) -> dict[str, Any]:
+    """Counters summed over every live transport, or over those named ``name``."""
+    return _native.stats(name)

@@ -1,0 +1,49 @@
+"""The exceptions gofast raises. Every one is a :class:`GofastError`, and
+each also derives from the built-in a caller would catch without knowing
+gofast (``Timeout`` is a ``TimeoutError``, ``ConnectionClosed`` a
+``ConnectionError``, ``SettingsError`` a ``ValueError``)."""
+
+from __future__ import annotations
+
+__all__ = [
+    "GofastError",
+    "ConnectionClosed",
+    "ProtocolError",
+    "Timeout",
+    "OpaqueExhausted",
+    "StreamClosed",
+    "SettingsError",
+    "UsageError",
+]
+
+
+class GofastError(Exception):
+    """Base of every gofast error."""
+
+
+class ConnectionClosed(GofastError, ConnectionError):
+    """The connection is closed, or closed while the call waited."""
+
+
+class ProtocolError(GofastError):
+    """The peer sent bytes that break the gofast wire protocol."""
+
+
+class Timeout(GofastError, TimeoutError):
+    """No response (or stream message) arrived in time."""
+
+
+class OpaqueExhausted(GofastError):
+    """Every opaque of the configured range is held by an exchange in flight."""
+
+
+class StreamClosed(GofastError):
+    """This side has already closed the stream."""
+
+
+class SettingsError(GofastError, ValueError):
+    """A setting is unknown or out of range."""
+
+
+class UsageError(GofastError, ValueError):
+    """The call cannot be made this way (e.g. a reserved message id)."""

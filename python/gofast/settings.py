@@ -1,0 +1,41 @@
+"""Transport settings: a plain dict merged over :func:`default_settings`.
+
+========================  =====================  ==========================================
+key                       default                meaning
+========================  =====================  ==========================================
+``buffersize``            16384                  read-buffer size; told to the peer in whoami
+``batchsize``             1                      frames queued before a write is due
+``tags``                  ``""``                 encodings to *receive*: "", "gzip", "lzw",
+                                                 "gzip,lzw"; the peer compresses with them
+``opaque.start``          10000 dial / 30000     first opaque of this side's range
+                          accept
+``opaque.end``            19999 dial / 39999     last opaque; the range size bounds the
+                          accept                 exchanges in flight at once
+``gzip.level``            1                      gzip level (0..9) for what we compress
+``frame.max``             16 MiB                 largest frame accepted from the peer
+``pending.max``           4 MiB                  queued bytes before senders block
+``flush.period``          0.005                  seconds a batched frame may wait (None:
+                                                 only batchsize or flush=True send it)
+``request.timeout``       30.0                   default request timeout in seconds
+                                                 (None: until the connection ends)
+``chansize``              (ignored)              the Go reference's; accepted for porting
+========================  =====================  ==========================================
+
+The default opaque ranges of a dialing and an accepting side do not overlap
+each other, nor the Go reference's default 1000..5000, so any two peers with
+default settings can talk. Give a Go peer a range outside ours.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import _native
+
+__all__ = ["default_settings"]
+
+
+def default_settings(dialed: bool = True) -> dict[str, Any]:
+    """A fresh dict of the defaults for a dialing (``dialed=True``) or an
+    accepting side; change it and pass it to a constructor."""
+    return _native.default_settings(dialed)

@@ -1,0 +1,587 @@
+//! gzip and LZW exactly as the Go reference speaks them (PROTOCOL.md §1,
+//! vectors/README.md quirks 2–4).
+//!
+//! * gzip: we write a complete member (header, raw deflate at the fast
+//!   level, CRC32/ISIZE trailer), which Go's `compress/gzip` reads. We read
+//!   both that and what the reference writes: a member that was flushed but
+//!   never closed, so it has no trailer and ends after a sync-flush block
+//!   (`00 00 ff ff`). That is why the header is parsed here and the deflate
+//!   data raw-inflated, instead of using `flate2::read::GzDecoder`, which
+//!   insists on the trailer.
+//! * LZW: Go's `compress/lzw` with LSB bit order and 8-bit literals, which is
+//!   the GIF flavour (no "early change"): weezl's default configuration.
+//!
+//! Decompression is bounded: output past `max_out` is an error and no buffer
+//! grows past `max_out` bytes, so a decompression bomb costs at most that.
+
+use crate::errors::ProtocolError;
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+use weezl::{BitOrder, LzwStatus};
+
+/// A compression the peers can agree on in whoami `tags`; each wraps a body
+/// as `tag(46|47) bstr(compressed)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Encoding {
+    Gzip,
+    Lzw,
+}
+
+impl Encoding {
+    /// The CBOR tag that marks a body compressed with this encoding.
+    pub const fn tag(self) -> u64 {
+        match self {
+            Encoding::Gzip => 46,
+            Encoding::Lzw => 47,
+        }
+    }
+
+    /// The name used in the `tags` setting and in whoami.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Encoding::Gzip => "gzip",
+            Encoding::Lzw => "lzw",
+        }
+    }
+
+    /// The encoding called `s` (exact, lower case, as the reference spells it).
+    pub fn from_name(s: &str) -> Option<Self> {
+        match s {
+            "gzip" => Some(Encoding::Gzip),
+            "lzw" => Some(Encoding::Lzw),
+            _ => None,
+        }
+    }
+
+    /// The encoding whose body tag is `t`.
+    pub fn from_tag(t: u64) -> Option<Self> {
+        match t {
+            46 => Some(Encoding::Gzip),
+            47 => Some(Encoding::Lzw),
+            _ => None,
+        }
+    }
+
+    /// Appends `input` compressed with this encoding to `out`.
+    ///
+    /// This builds fresh compressor state each call; the frame encoder keeps
+    /// its state in a `Scratch` instead (see `Compressors`).
+    pub fn compress(self, input: &[u8], out: &mut Vec<u8>) {
+        Compressors::default().compress(self, input, out);
+    }
+
+    /// Decompresses `input`, failing with `DecompressedTooLarge` as soon as
+    /// the output would exceed `max_out` bytes.
+    pub fn decompress(self, input: &[u8], max_out: usize) -> Result<Vec<u8>, ProtocolError> {
+        match self {
+            Encoding::Gzip => gunzip(input, max_out),
+            Encoding::Lzw => unlzw(input, max_out),
+        }
+    }
+}
+
+/// Parses the comma-separated `tags` setting ("", "gzip", "lzw", "gzip,lzw").
+/// Items are trimmed and empty items skipped; an unknown name is returned as
+/// the error so the caller can say which one it was.
+pub fn parse_tags(csv: &str) -> Result<Vec<Encoding>, String> {
+    csv.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| Encoding::from_name(item).ok_or_else(|| item.to_string()))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Compression
+
+/// Compressor state kept across frames: a deflate state is a few hundred KiB,
+/// far too much to allocate per frame on the send path.
+#[derive(Default)]
+pub(crate) struct Compressors {
+    deflate: Option<Compress>,
+    lzw: Option<weezl::encode::Encoder>,
+}
+
+impl std::fmt::Debug for Compressors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Compressors")
+            .field("deflate", &self.deflate.is_some())
+            .field("lzw", &self.lzw.is_some())
+            .finish()
+    }
+}
+
+/// gzip member header as the reference writes it at BestSpeed: no flags, no
+/// mtime, XFL 4 ("fastest"), OS 255 ("unknown").
+const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0, 0x04, 0xff];
+
+impl Compressors {
+    /// Appends `input` compressed with `encoding` to `out`, reusing state.
+    pub(crate) fn compress(&mut self, encoding: Encoding, input: &[u8], out: &mut Vec<u8>) {
+        match encoding {
+            Encoding::Gzip => self.gzip(input, out),
+            Encoding::Lzw => self.lzw(input, out),
+        }
+    }
+
+    fn gzip(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        out.extend_from_slice(&GZIP_HEADER);
+        let deflate = self
+            .deflate
+            .get_or_insert_with(|| Compress::new(Compression::fast(), false));
+        deflate.reset();
+        deflate_all(deflate, input, out);
+        out.extend_from_slice(&crc32fast::hash(input).to_le_bytes());
+        // ISIZE is the input length modulo 2^32 (RFC 1952 §2.3.1).
+        out.extend_from_slice(&(input.len() as u32).to_le_bytes());
+    }
+
+    fn lzw(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        let encoder = self
+            .lzw
+            .get_or_insert_with(|| weezl::encode::Encoder::new(BitOrder::Lsb, 8));
+        // reset() restarts with a clear code, as Go's writer does; encode_all
+        // ends with the EOF code Go's reader wants. With 8-bit symbols every
+        // byte is a valid literal, so the status cannot be an error.
+        encoder.reset();
+        let result = encoder.into_vec(out).encode_all(input);
+        debug_assert!(result.status.is_ok(), "lzw encode: {:?}", result.status);
+    }
+}
+
+/// Raw-deflates all of `input` into `out` and finishes the stream.
+fn deflate_all(deflate: &mut Compress, input: &[u8], out: &mut Vec<u8>) {
+    loop {
+        let done = usize::try_from(deflate.total_in()).unwrap_or(usize::MAX);
+        let rest = input.get(done..).unwrap_or_default();
+        // Stored blocks bound deflate's growth: 5 bytes per 64 KiB block,
+        // plus a little for the final block and bit padding.
+        out.reserve(rest.len() + rest.len() / 1024 + 64);
+        let before = (deflate.total_in(), deflate.total_out());
+        match deflate.compress_vec(rest, out, FlushCompress::Finish) {
+            Ok(Status::StreamEnd) => return,
+            Ok(_) if (deflate.total_in(), deflate.total_out()) != before => {}
+            // No progress with room to spare, or an error: both mean misuse
+            // of the deflate state, which cannot come from input bytes. Stop
+            // rather than spin; the peer will report the body as corrupt.
+            _ => {
+                debug_assert!(false, "deflate made no progress");
+                return;
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Decompression
+
+/// Size of the window each decompression step writes into. Output is copied
+/// from it into the result only after the `max_out` check.
+const CHUNK: usize = 16 * 1024;
+
+/// Appends `bytes` to `out` unless that would pass `max_out`. Growth is
+/// capped at `max_out` so the buffer's capacity never exceeds it.
+fn push_bounded(out: &mut Vec<u8>, bytes: &[u8], max_out: usize) -> Result<(), ProtocolError> {
+    let needed = out.len().saturating_add(bytes.len());
+    if needed > max_out {
+        return Err(ProtocolError::DecompressedTooLarge(max_out));
+    }
+    if needed > out.capacity() {
+        let target = needed.max(out.capacity().saturating_mul(2)).min(max_out);
+        out.reserve_exact(target - out.len());
+    }
+    out.extend_from_slice(bytes);
+    Ok(())
+}
+
+/// How much of the chunk one step may fill: one byte more than the room
+/// left, so that output past `max_out` is seen and reported.
+fn window(out: &[u8], max_out: usize) -> usize {
+    max_out
+        .saturating_sub(out.len())
+        .saturating_add(1)
+        .min(CHUNK)
+}
+
+fn corrupt_gzip(reason: &str) -> ProtocolError {
+    ProtocolError::CorruptGzip(reason.to_string())
+}
+
+// gzip header flag bits (RFC 1952 §2.3.1).
+const FHCRC: u8 = 0x02;
+const FEXTRA: u8 = 0x04;
+const FNAME: u8 = 0x08;
+const FCOMMENT: u8 = 0x10;
+const FRESERVED: u8 = 0xe0;
+
+/// The length of the gzip member header at the front of `input`.
+fn gzip_header_len(input: &[u8]) -> Result<usize, ProtocolError> {
+    let fixed = input
+        .get(..GZIP_HEADER.len())
+        .ok_or_else(|| corrupt_gzip("truncated header"))?;
+    if fixed[..2] != [0x1f, 0x8b] {
+        return Err(corrupt_gzip("bad magic"));
+    }
+    if fixed[2] != 8 {
+        return Err(corrupt_gzip("compression method is not deflate"));
+    }
+    let flags = fixed[3];
+    if flags & FRESERVED != 0 {
+        return Err(corrupt_gzip("reserved header flags set"));
+    }
+    let mut pos = GZIP_HEADER.len();
+    if flags & FEXTRA != 0 {
+        let xlen = input
+            .get(pos..pos + 2)
+            .ok_or_else(|| corrupt_gzip("truncated extra field"))?;
+        pos += 2 + usize::from(u16::from_le_bytes([xlen[0], xlen[1]]));
+    }
+    if flags & FNAME != 0 {
+        pos = skip_zero_terminated(input, pos, "truncated file name")?;
+    }
+    if flags & FCOMMENT != 0 {
+        pos = skip_zero_terminated(input, pos, "truncated comment")?;
+    }
+    if flags & FHCRC != 0 {
+        pos = check_header_crc(input, pos)?;
+    }
+    if pos > input.len() {
+        return Err(corrupt_gzip("truncated header"));
+    }
+    Ok(pos)
+}
+
+/// The position just past the zero byte that ends the string at `pos`.
+fn skip_zero_terminated(
+    input: &[u8],
+    pos: usize,
+    reason: &'static str,
+) -> Result<usize, ProtocolError> {
+    let text = input.get(pos..).ok_or_else(|| corrupt_gzip(reason))?;
+    let zero = text
+        .iter()
+        .position(|&b| b == 0)
+        .ok_or_else(|| corrupt_gzip(reason))?;
+    Ok(pos + zero + 1)
+}
+
+/// Checks FHCRC: the low 16 bits of the CRC32 of the header before it.
+fn check_header_crc(input: &[u8], pos: usize) -> Result<usize, ProtocolError> {
+    let (Some(header), Some(crc)) = (input.get(..pos), input.get(pos..pos + 2)) else {
+        return Err(corrupt_gzip("truncated header crc"));
+    };
+    if u16::from_le_bytes([crc[0], crc[1]]) != crc32fast::hash(header) as u16 {
+        return Err(corrupt_gzip("header crc mismatch"));
+    }
+    Ok(pos + 2)
+}
+
+/// Decompresses one gzip member, with or without its trailer.
+fn gunzip(input: &[u8], max_out: usize) -> Result<Vec<u8>, ProtocolError> {
+    let start = gzip_header_len(input)?;
+    let deflated = input.get(start..).unwrap_or_default();
+    let mut inflater = Decompress::new(false);
+    let mut out = Vec::new();
+    let ended = inflate_bounded(&mut inflater, deflated, &mut out, max_out)?;
+    let used = usize::try_from(inflater.total_in()).unwrap_or(usize::MAX);
+    let rest = deflated.get(used..).unwrap_or_default();
+    if ended {
+        check_trailer(rest, &out)?;
+    } else if !rest.is_empty() || !deflated.ends_with(&[0x00, 0x00, 0xff, 0xff]) {
+        // Without a final block the member may only end where the
+        // reference's writer flushed it: right after a sync-flush marker.
+        return Err(corrupt_gzip("truncated deflate stream"));
+    }
+    Ok(out)
+}
+
+/// Raw-inflates `input` into `out`. Ok(true) when the deflate stream ended
+/// (a final block was seen), Ok(false) when the input ran out before that.
+fn inflate_bounded(
+    inflater: &mut Decompress,
+    input: &[u8],
+    out: &mut Vec<u8>,
+    max_out: usize,
+) -> Result<bool, ProtocolError> {
+    let mut chunk = [0u8; CHUNK];
+    loop {
+        let used = usize::try_from(inflater.total_in()).unwrap_or(usize::MAX);
+        let rest = input.get(used..).unwrap_or_default();
+        let window = window(out, max_out);
+        let before = (inflater.total_in(), inflater.total_out());
+        let status = inflater
+            .decompress(rest, &mut chunk[..window], FlushDecompress::None)
+            .map_err(|e| ProtocolError::CorruptGzip(e.to_string()))?;
+        let produced = usize::try_from(inflater.total_out() - before.1).unwrap_or(usize::MAX);
+        push_bounded(out, chunk.get(..produced).unwrap_or_default(), max_out)?;
+        if status == Status::StreamEnd {
+            return Ok(true);
+        }
+        if (inflater.total_in(), inflater.total_out()) == before {
+            return Ok(false);
+        }
+    }
+}
+
+/// Verifies the CRC32/ISIZE trailer after a deflate stream that ended, if
+/// there is one.
+fn check_trailer(rest: &[u8], out: &[u8]) -> Result<(), ProtocolError> {
+    if rest.is_empty() {
+        // A final block but no trailer: as lenient as for a flushed member.
+        return Ok(());
+    }
+    let Some(trailer) = rest.get(..8) else {
+        return Err(corrupt_gzip("truncated trailer"));
+    };
+    let crc = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
+    let size = u32::from_le_bytes([trailer[4], trailer[5], trailer[6], trailer[7]]);
+    if crc != crc32fast::hash(out) {
+        return Err(corrupt_gzip("crc32 mismatch"));
+    }
+    if size != out.len() as u32 {
+        return Err(corrupt_gzip("length mismatch"));
+    }
+    if rest.len() > 8 {
+        return Err(corrupt_gzip("trailing bytes after the member"));
+    }
+    Ok(())
+}
+
+/// Decompresses an LZW stream, with or without its EOF code.
+fn unlzw(input: &[u8], max_out: usize) -> Result<Vec<u8>, ProtocolError> {
+    let mut decoder = weezl::decode::Decoder::new(BitOrder::Lsb, 8);
+    let mut out = Vec::new();
+    let mut chunk = [0u8; CHUNK];
+    let mut rest = input;
+    loop {
+        let window = window(&out, max_out);
+        let result = decoder.decode_bytes(rest, &mut chunk[..window]);
+        rest = rest.get(result.consumed_in..).unwrap_or_default();
+        let produced = chunk.get(..result.consumed_out).unwrap_or_default();
+        push_bounded(&mut out, produced, max_out)?;
+        match result.status {
+            Err(e) => return Err(ProtocolError::CorruptLzw(e.to_string())),
+            // The EOF code; Go's reader ignores anything after it too.
+            Ok(LzwStatus::Done) => return Ok(out),
+            // Input exhausted without an EOF code: accepted, what was
+            // decoded so far is the whole stream.
+            Ok(LzwStatus::NoProgress) => return Ok(out),
+            Ok(LzwStatus::Ok) if result.consumed_in == 0 && result.consumed_out == 0 => {
+                return Ok(out)
+            }
+            Ok(LzwStatus::Ok) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic bytes: compressible text or incompressible noise.
+    fn sample(len: usize, noise: bool) -> Vec<u8> {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        (0..len)
+            .map(|i| {
+                if noise {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                } else {
+                    b"the quick brown fox jumps over the lazy dog "[i % 44]
+                }
+            })
+            .collect()
+    }
+
+    const SIZES: [usize; 6] = [0, 1, 300, 4097, 70000, 300_000];
+
+    #[test]
+    fn names_and_tags() {
+        for enc in [Encoding::Gzip, Encoding::Lzw] {
+            assert_eq!(Encoding::from_name(enc.name()), Some(enc));
+            assert_eq!(Encoding::from_tag(enc.tag()), Some(enc));
+        }
+        assert_eq!(Encoding::Gzip.tag(), 46);
+        assert_eq!(Encoding::Lzw.tag(), 47);
+        assert_eq!(Encoding::from_tag(48), None);
+        assert_eq!(Encoding::from_name("zstd"), None);
+    }
+
+    #[test]
+    fn parse_tags_settings() {
+        use Encoding::*;
+        assert_eq!(parse_tags(""), Ok(vec![]));
+        assert_eq!(parse_tags("gzip"), Ok(vec![Gzip]));
+        assert_eq!(parse_tags("lzw"), Ok(vec![Lzw]));
+        assert_eq!(parse_tags("gzip,lzw"), Ok(vec![Gzip, Lzw]));
+        assert_eq!(parse_tags(" lzw , ,gzip,"), Ok(vec![Lzw, Gzip]));
+        assert_eq!(parse_tags("gzip,snappy"), Err("snappy".to_string()));
+    }
+
+    #[test]
+    fn round_trip_both_encodings() {
+        for enc in [Encoding::Gzip, Encoding::Lzw] {
+            for len in SIZES {
+                for noise in [false, true] {
+                    let input = sample(len, noise);
+                    let mut packed = vec![0xaa]; // compress must append
+                    enc.compress(&input, &mut packed);
+                    assert_eq!(packed[0], 0xaa);
+                    let back = enc.decompress(&packed[1..], len).unwrap();
+                    assert!(back == input, "{enc:?} len {len} noise {noise}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn reused_compressors_give_the_same_bytes() {
+        let mut state = Compressors::default();
+        for enc in [Encoding::Gzip, Encoding::Lzw] {
+            for len in SIZES {
+                let input = sample(len, false);
+                let (mut fresh, mut reused) = (Vec::new(), Vec::new());
+                enc.compress(&input, &mut fresh);
+                state.compress(enc, &input, &mut reused);
+                assert_eq!(fresh, reused, "{enc:?} len {len}");
+            }
+        }
+    }
+
+    #[test]
+    fn gzip_without_trailer_is_accepted() {
+        let input = sample(5000, false);
+        let mut packed = Vec::new();
+        packed.extend_from_slice(&GZIP_HEADER);
+        let mut deflate = Compress::new(Compression::fast(), false);
+        packed.reserve(input.len() + 64);
+        let status = deflate.compress_vec(&input, &mut packed, FlushCompress::Sync);
+        assert!(status.is_ok());
+        assert!(packed.ends_with(&[0, 0, 0xff, 0xff]));
+        assert_eq!(Encoding::Gzip.decompress(&packed, 5000).unwrap(), input);
+        // ...but not one cut short inside a block.
+        let cut = &packed[..packed.len() - 6];
+        assert!(matches!(
+            Encoding::Gzip.decompress(cut, 5000),
+            Err(ProtocolError::CorruptGzip(_))
+        ));
+    }
+
+    #[test]
+    fn gzip_header_fields_are_skipped() {
+        let input = b"hello, header".to_vec();
+        let mut plain = Vec::new();
+        Encoding::Gzip.compress(&input, &mut plain);
+        let mut header = vec![
+            0x1f,
+            0x8b,
+            8,
+            FEXTRA | FNAME | FCOMMENT | FHCRC,
+            0,
+            0,
+            0,
+            0,
+            0,
+            3,
+        ];
+        header.extend_from_slice(&[3, 0, b'x', b'y', b'z']);
+        header.extend_from_slice(b"name\0comment\0");
+        let crc = crc32fast::hash(&header) as u16;
+        header.extend_from_slice(&crc.to_le_bytes());
+        header.extend_from_slice(&plain[GZIP_HEADER.len()..]);
+        assert_eq!(Encoding::Gzip.decompress(&header, 100).unwrap(), input);
+        let last = header.len() - 1;
+        header[last] ^= 1; // ISIZE now wrong
+        assert_eq!(
+            Encoding::Gzip.decompress(&header, 100),
+            Err(ProtocolError::CorruptGzip("length mismatch".into()))
+        );
+    }
+
+    #[test]
+    fn gzip_bad_header_crc() {
+        // The right header crc is the low half of crc32 of these ten bytes.
+        let mut packed = vec![0x1f, 0x8b, 8, FHCRC, 0, 0, 0, 0, 0, 3];
+        let wrong = (crc32fast::hash(&packed) as u16) ^ 1;
+        packed.extend_from_slice(&wrong.to_le_bytes());
+        packed.extend_from_slice(&[0x03, 0x00]);
+        assert_eq!(
+            Encoding::Gzip.decompress(&packed, 10),
+            Err(ProtocolError::CorruptGzip("header crc mismatch".into()))
+        );
+    }
+
+    #[test]
+    fn gzip_crc_mismatch() {
+        let mut packed = Vec::new();
+        Encoding::Gzip.compress(b"some data", &mut packed);
+        let at = packed.len() - 8;
+        packed[at] ^= 0xff;
+        assert_eq!(
+            Encoding::Gzip.decompress(&packed, 100),
+            Err(ProtocolError::CorruptGzip("crc32 mismatch".into()))
+        );
+    }
+
+    #[test]
+    fn bombs_stop_at_max_out() {
+        let zeros = vec![0u8; 1 << 20];
+        for enc in [Encoding::Gzip, Encoding::Lzw] {
+            let mut packed = Vec::new();
+            enc.compress(&zeros, &mut packed);
+            assert!(packed.len() < zeros.len() / 100, "{enc:?} is a bomb");
+            for max in [0, 1, 1000, (1 << 20) - 1] {
+                assert_eq!(
+                    enc.decompress(&packed, max),
+                    Err(ProtocolError::DecompressedTooLarge(max)),
+                    "{enc:?} max {max}"
+                );
+            }
+            assert_eq!(enc.decompress(&packed, 1 << 20).unwrap().len(), 1 << 20);
+        }
+    }
+
+    #[test]
+    fn lzw_without_eof_code_is_accepted() {
+        let input = sample(3000, false);
+        let mut encoder = weezl::encode::Encoder::new(BitOrder::Lsb, 8);
+        let mut packed = Vec::new();
+        let result = encoder.into_vec(&mut packed).encode(&input);
+        assert!(result.status.is_ok());
+        // Flushing the encoder's last partial code needs finish(); without
+        // it the stream ends a few symbols early. Whatever is there decodes.
+        let back = Encoding::Lzw.decompress(&packed, 3000).unwrap();
+        assert!(input.starts_with(&back) && back.len() > 2900);
+        // A whole stream whose EOF code (and padding) is chopped off.
+        let mut whole = Vec::new();
+        Encoding::Lzw.compress(&input, &mut whole);
+        let back = Encoding::Lzw
+            .decompress(&whole[..whole.len() - 2], 3000)
+            .unwrap();
+        assert!(input.starts_with(&back) && back.len() > 2900);
+    }
+
+    #[test]
+    fn corrupt_inputs_are_typed() {
+        assert!(matches!(
+            Encoding::Gzip.decompress(b"not gzip at all", 100),
+            Err(ProtocolError::CorruptGzip(_))
+        ));
+        assert!(matches!(
+            Encoding::Gzip.decompress(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 0xff, 0xff], 100),
+            Err(ProtocolError::CorruptGzip(_))
+        ));
+        // Clear code (256), then code 300: past the table's next entry.
+        let mut bits: u32 = 256 | (300 << 9);
+        let mut lzw = Vec::new();
+        for _ in 0..3 {
+            lzw.push(bits as u8);
+            bits >>= 8;
+        }
+        assert!(matches!(
+            Encoding::Lzw.decompress(&lzw, 100),
+            Err(ProtocolError::CorruptLzw(_))
+        ));
+    }
+}

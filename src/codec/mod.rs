@@ -1,0 +1,19 @@
+//! The gofast frame codec: bytes in, frames out, and back. It knows CBOR and
+//! the frame layout of PROTOCOL.md §1, and nothing of sockets, exchanges or
+//! Python.
+//!
+//! * `cbor`     — shortest-form CBOR heads (encode, decode).
+//! * `frame`    — frame kinds, delimiting a byte stream (`FrameDecoder`),
+//!                encoding whole frames.
+//! * `body`     — the tag-43 message body inside a packet, with the
+//!                compression tags (46 gzip, 47 lzw) peeled or applied.
+//! * `compress` — gzip and LZW as the reference speaks them.
+
+pub mod body;
+pub mod cbor;
+pub mod compress;
+pub mod frame;
+
+pub use body::{decode_body, Message};
+pub use compress::Encoding;
+pub use frame::{encode_finish, encode_frame, Decoded, FrameDecoder, Kind, RawFrame, Scratch};

@@ -1,0 +1,68 @@
+//! The crate's error types: `ProtocolError` for bytes that break the wire
+//! contract (PROTOCOL.md §6), `Error` for everything a caller can see. The
+//! Python mapping of both lives in `python/errors.rs`, nowhere else.
+
+use std::time::Duration;
+
+/// Why a frame or a message body was rejected. Every §6 bad-input case has a
+/// variant, so a log line or a Python exception names the exact cause.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("bad frame marker {0:02x?}, want d9 d9 f7")]
+    BadMarker([u8; 3]),
+    #[error("unknown frame kind byte 0x{0:02x}")]
+    UnknownKind(u8),
+    #[error("packet is not a definite-length byte string (head 0x{0:02x})")]
+    BadPacketHead(u8),
+    #[error("frame of {len} bytes exceeds the maximum of {max}")]
+    FrameTooLarge { len: u64, max: usize },
+    #[error("connection ended inside a frame ({0} bytes of it received)")]
+    Truncated(usize),
+    #[error("FINISH frame ends with 0x{0:02x}, want ff")]
+    BadFinishTrailer(u8),
+    #[error("packet does not start with an opaque tag")]
+    MissingOpaque,
+    #[error("opaque {0} outside the valid tag range")]
+    BadOpaque(u64),
+    #[error("malformed packet or body: {0}")]
+    Malformed(&'static str),
+    #[error("body has no message (tag 43) inside")]
+    NoMessageTag,
+    #[error("message map has no id (tag 44)")]
+    MissingId,
+    #[error("message map has no data (tag 45)")]
+    MissingData,
+    #[error("message id 0 is invalid")]
+    ZeroId,
+    #[error("unknown body tag {0}")]
+    UnknownTag(u64),
+    #[error("corrupt gzip body: {0}")]
+    CorruptGzip(String),
+    #[error("corrupt lzw body: {0}")]
+    CorruptLzw(String),
+    #[error("decompressed body exceeds the maximum of {0} bytes")]
+    DecompressedTooLarge(usize),
+}
+
+/// Every failure a transport call can report.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("connection closed: {0}")]
+    Closed(String),
+    #[error("no response within {0:?}")]
+    Timeout(Duration),
+    #[error("all {0} opaques of the range are in use")]
+    OpaqueExhausted(u64),
+    #[error("protocol error: {0}")]
+    Protocol(#[from] ProtocolError),
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("invalid settings: {0}")]
+    Settings(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("stream {0} is closed on this side")]
+    StreamClosed(u64),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;

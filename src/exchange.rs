@@ -1,0 +1,402 @@
+//! The table of live exchanges: which opaques this side started (requests
+//! waiting for their RESPONSE, streams it opened) and which streams the peer
+//! opened. It decides what an incoming frame belongs to; it knows nothing of
+//! sockets or bytes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::errors::{Error, Result};
+use crate::opaque::OpaquePool;
+
+/// A received message that outlives the read buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedMessage {
+    pub id: u64,
+    pub data: Vec<u8>,
+}
+
+/// Where a waiting requester finds its RESPONSE (or why there is none).
+#[derive(Default)]
+pub struct Slot {
+    value: Mutex<Option<Result<OwnedMessage>>>,
+    cv: Condvar,
+}
+
+impl Slot {
+    pub fn fill(&self, v: Result<OwnedMessage>) {
+        let mut g = self.value.lock();
+        if g.is_none() {
+            *g = Some(v);
+            self.cv.notify_all();
+        }
+    }
+
+    /// Waits until filled or `deadline`; `None` if it passed first.
+    pub fn wait(&self, deadline: Option<Instant>) -> Option<Result<OwnedMessage>> {
+        let mut g = self.value.lock();
+        while g.is_none() {
+            match deadline {
+                Some(d) => {
+                    if self.cv.wait_until(&mut g, d).timed_out() {
+                        break;
+                    }
+                }
+                None => self.cv.wait(&mut g),
+            }
+        }
+        g.take()
+    }
+}
+
+/// Which table a stream lives in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// This side opened it, on one of its own opaques.
+    Local,
+    /// The peer opened it, on one of the peer's opaques.
+    Remote,
+}
+
+pub struct StreamState<C> {
+    pub callback: Option<C>,
+    pub tx_closed: bool,
+    pub rx_closed: bool,
+}
+
+enum Local<C> {
+    Request(Arc<Slot>),
+    /// Timed out; a late RESPONSE is dropped and frees the opaque.
+    Expired,
+    Stream(StreamState<C>),
+}
+
+/// What an incoming `81` frame is.
+pub enum RequestFrame {
+    Response(Arc<Slot>),
+    LateResponse,
+    NotOurs,
+    Misdirected,
+}
+
+/// What happened to a stream when a FINISH arrived or we closed our side.
+pub struct Closing<C> {
+    pub callback: Option<C>,
+}
+
+pub struct Exchanges<C> {
+    pool: OpaquePool,
+    local: HashMap<u64, Local<C>>,
+    remote: HashMap<u64, StreamState<C>>,
+    closed: Option<String>,
+}
+
+impl<C: Clone> Exchanges<C> {
+    pub fn new(pool: OpaquePool) -> Self {
+        Exchanges {
+            pool,
+            local: HashMap::new(),
+            remote: HashMap::new(),
+            closed: None,
+        }
+    }
+
+    fn check_open(&self) -> Result<()> {
+        match &self.closed {
+            Some(why) => Err(Error::Closed(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn take_opaque(&mut self) -> Result<u64> {
+        self.check_open()?;
+        if let Some(o) = self.pool.take() {
+            return Ok(o);
+        }
+        // Out of opaques: timed-out requests whose RESPONSE never came are
+        // the only ones we may reclaim.
+        let expired: Vec<u64> = self
+            .local
+            .iter()
+            .filter(|(_, l)| matches!(l, Local::Expired))
+            .map(|(o, _)| *o)
+            .collect();
+        for o in expired {
+            self.local.remove(&o);
+            self.pool.give(o);
+        }
+        self.pool
+            .take()
+            .ok_or(Error::OpaqueExhausted(self.pool.capacity()))
+    }
+
+    pub fn begin_request(&mut self) -> Result<(u64, Arc<Slot>)> {
+        let opaque = self.take_opaque()?;
+        let slot = Arc::new(Slot::default());
+        self.local.insert(opaque, Local::Request(slot.clone()));
+        Ok((opaque, slot))
+    }
+
+    /// Undoes `begin_request`/`open_stream` when the frame could not be queued.
+    pub fn abandon(&mut self, opaque: u64) {
+        if self.local.remove(&opaque).is_some() {
+            self.pool.give(opaque);
+        }
+    }
+
+    /// The requester gave up waiting. Keeps the opaque out of the pool until
+    /// the late RESPONSE arrives (or the pool runs dry), so it cannot be
+    /// taken for the RESPONSE of a newer request.
+    pub fn expire(&mut self, opaque: u64) {
+        if let Some(l @ Local::Request(_)) = self.local.get_mut(&opaque) {
+            *l = Local::Expired;
+        }
+    }
+
+    pub fn classify_request(&mut self, opaque: u64) -> RequestFrame {
+        match self.local.get(&opaque) {
+            None => RequestFrame::NotOurs,
+            Some(Local::Stream(_)) => RequestFrame::Misdirected,
+            Some(Local::Request(_)) | Some(Local::Expired) => {
+                let entry = self.local.remove(&opaque);
+                self.pool.give(opaque);
+                match entry {
+                    Some(Local::Request(slot)) => RequestFrame::Response(slot),
+                    _ => RequestFrame::LateResponse,
+                }
+            }
+        }
+    }
+
+    /// Whether an `81` frame with this opaque answers one of our requests.
+    pub fn is_response(&self, opaque: u64) -> bool {
+        matches!(
+            self.local.get(&opaque),
+            Some(Local::Request(_)) | Some(Local::Expired)
+        )
+    }
+
+    pub fn open_stream(&mut self, callback: Option<C>) -> Result<u64> {
+        let opaque = self.take_opaque()?;
+        let state = StreamState {
+            callback,
+            tx_closed: false,
+            rx_closed: false,
+        };
+        self.local.insert(opaque, Local::Stream(state));
+        Ok(opaque)
+    }
+
+    /// Registers a stream the peer opened. False if the opaque is already in
+    /// use on either side (a protocol violation: the frame is dropped).
+    pub fn accept_stream(&mut self, opaque: u64) -> bool {
+        if self.closed.is_some()
+            || self.local.contains_key(&opaque)
+            || self.remote.contains_key(&opaque)
+        {
+            return false;
+        }
+        let state = StreamState {
+            callback: None,
+            tx_closed: false,
+            rx_closed: false,
+        };
+        self.remote.insert(opaque, state);
+        true
+    }
+
+    pub fn set_callback(&mut self, opaque: u64, callback: Option<C>) {
+        if let Some(s) = self.remote.get_mut(&opaque) {
+            s.callback = callback;
+        }
+    }
+
+    pub fn forget_remote(&mut self, opaque: u64) {
+        self.remote.remove(&opaque);
+    }
+
+    fn stream_mut(&mut self, opaque: u64, origin: Origin) -> Option<&mut StreamState<C>> {
+        match origin {
+            Origin::Local => match self.local.get_mut(&opaque) {
+                Some(Local::Stream(s)) => Some(s),
+                _ => None,
+            },
+            Origin::Remote => self.remote.get_mut(&opaque),
+        }
+    }
+
+    /// Finds the stream an incoming STREAM/FINISH frame belongs to: one we
+    /// opened first (our opaques), else one the peer opened.
+    pub fn find_stream(&self, opaque: u64) -> Option<Origin> {
+        match self.local.get(&opaque) {
+            Some(Local::Stream(s)) if !s.rx_closed => Some(Origin::Local),
+            Some(_) => None,
+            None => self
+                .remote
+                .get(&opaque)
+                .filter(|s| !s.rx_closed)
+                .map(|_| Origin::Remote),
+        }
+    }
+
+    /// The callback for a message on a stream still open for receiving;
+    /// `Some(None)` means the stream exists but has no callback.
+    pub fn stream_callback(&self, opaque: u64) -> Option<Option<C>> {
+        let state = match self.find_stream(opaque)? {
+            Origin::Local => match self.local.get(&opaque) {
+                Some(Local::Stream(s)) => s,
+                _ => return None,
+            },
+            Origin::Remote => self.remote.get(&opaque)?,
+        };
+        Some(state.callback.clone())
+    }
+
+    /// May this side still send on the stream?
+    pub fn can_send(&self, opaque: u64, origin: Origin) -> Result<()> {
+        self.check_open()?;
+        let open = match origin {
+            Origin::Local => {
+                matches!(self.local.get(&opaque), Some(Local::Stream(s)) if !s.tx_closed)
+            }
+            Origin::Remote => self.remote.get(&opaque).is_some_and(|s| !s.tx_closed),
+        };
+        if open {
+            Ok(())
+        } else {
+            Err(Error::StreamClosed(opaque))
+        }
+    }
+
+    /// The peer sent FINISH. Returns the callback to tell, once.
+    pub fn remote_finished(&mut self, opaque: u64, origin: Origin) -> Option<Closing<C>> {
+        let s = self.stream_mut(opaque, origin)?;
+        if s.rx_closed {
+            return None;
+        }
+        s.rx_closed = true;
+        let closing = Closing {
+            callback: s.callback.clone(),
+        };
+        let over = s.tx_closed;
+        if over {
+            self.finish(opaque, origin);
+        }
+        Some(closing)
+    }
+
+    /// This side sent FINISH. False if it had already.
+    pub fn local_finished(&mut self, opaque: u64, origin: Origin) -> bool {
+        let Some(s) = self.stream_mut(opaque, origin) else {
+            return false;
+        };
+        if s.tx_closed {
+            return false;
+        }
+        s.tx_closed = true;
+        if s.rx_closed {
+            self.finish(opaque, origin);
+        }
+        true
+    }
+
+    /// Both sides have closed: forget it, and only now reuse our opaque.
+    fn finish(&mut self, opaque: u64, origin: Origin) {
+        match origin {
+            Origin::Local => {
+                self.local.remove(&opaque);
+                self.pool.give(opaque);
+            }
+            Origin::Remote => {
+                self.remote.remove(&opaque);
+            }
+        }
+    }
+
+    /// The connection ended: fails every waiting request and hands back the
+    /// callbacks of streams that have not seen their end yet.
+    pub fn close_all(&mut self, why: &str) -> Vec<C> {
+        self.closed.get_or_insert_with(|| why.to_string());
+        let mut ending = Vec::new();
+        for (_, l) in self.local.drain() {
+            match l {
+                Local::Request(slot) => slot.fill(Err(Error::Closed(why.to_string()))),
+                Local::Stream(s) if !s.rx_closed => ending.extend(s.callback),
+                _ => {}
+            }
+        }
+        for (_, s) in self.remote.drain() {
+            if !s.rx_closed {
+                ending.extend(s.callback);
+            }
+        }
+        ending
+    }
+
+    /// Opaques in use by exchanges this side started (for leak tests).
+    pub fn local_in_use(&self) -> usize {
+        self.local.len()
+    }
+
+    pub fn remote_streams(&self) -> usize {
+        self.remote.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> Exchanges<u32> {
+        Exchanges::new(OpaquePool::new(1000, 1009).unwrap())
+    }
+
+    #[test]
+    fn late_response_is_dropped_and_frees_the_opaque() {
+        let mut ex = table();
+        let (o, _slot) = ex.begin_request().unwrap();
+        ex.expire(o);
+        assert!(matches!(ex.classify_request(o), RequestFrame::LateResponse));
+        assert_eq!(ex.local_in_use(), 0);
+        assert!(matches!(ex.classify_request(o), RequestFrame::NotOurs));
+    }
+
+    #[test]
+    fn stream_opaque_is_reused_only_after_both_sides_close() {
+        let mut ex = Exchanges::<u32>::new(OpaquePool::new(1000, 1000).unwrap());
+        let o = ex.open_stream(Some(7)).unwrap();
+        assert!(ex.remote_finished(o, Origin::Local).is_some());
+        assert!(
+            ex.open_stream(None).is_err(),
+            "opaque reused before our FINISH"
+        );
+        assert!(ex.local_finished(o, Origin::Local));
+        assert_eq!(ex.open_stream(None).unwrap(), o);
+    }
+
+    #[test]
+    fn expired_opaques_are_reclaimed_when_the_pool_runs_dry() {
+        let mut ex = Exchanges::<u32>::new(OpaquePool::new(1000, 1000).unwrap());
+        let (o, _) = ex.begin_request().unwrap();
+        assert!(matches!(ex.begin_request(), Err(Error::OpaqueExhausted(1))));
+        ex.expire(o);
+        assert_eq!(ex.begin_request().unwrap().0, o);
+    }
+
+    #[test]
+    fn close_all_fails_requests_and_ends_open_streams() {
+        let mut ex = table();
+        let (_, slot) = ex.begin_request().unwrap();
+        ex.open_stream(Some(1)).unwrap();
+        assert!(ex.accept_stream(5000));
+        ex.set_callback(5000, Some(2));
+        let mut ended = ex.close_all("bye");
+        ended.sort();
+        assert_eq!(ended, vec![1, 2]);
+        assert!(matches!(slot.wait(None), Some(Err(Error::Closed(_)))));
+        assert!(ex.begin_request().is_err());
+    }
+}

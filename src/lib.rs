@@ -1,0 +1,30 @@
+//! gofast for Python: the Rust core.
+//!
+//! * `codec`     — bytes ⇄ frames (PROTOCOL.md §1), compression.
+//! * `exchange`  — which exchange a frame belongs to; opaque lifetimes.
+//! * `opaque`    — the pool of opaque values.
+//! * `writer`    — the batching writer and its thread.
+//! * `transport` — one connection: reader thread, handshake, exchanges.
+//! * `builtin`   — whoami, ping and heartbeat payloads.
+//! * `settings`, `stats`, `errors` — what their names say.
+//! * `python`    — the pyo3 bindings (`gofast._native`).
+
+pub mod builtin;
+pub mod codec;
+pub mod errors;
+pub mod exchange;
+pub mod opaque;
+pub mod settings;
+pub mod stats;
+pub mod transport;
+pub mod writer;
+
+#[cfg(feature = "python")]
+mod python;
+
+#[cfg(feature = "python")]
+#[pyo3::pymodule]
+#[pyo3(name = "_native")]
+fn native_module(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
+    python::register(m)
+}

@@ -1,0 +1,183 @@
+//! The bridge from the reader thread to Python: looks up the handler for a
+//! message id and calls it with the GIL, which it holds across a whole batch
+//! of frames. A handler's exception is logged and counted, never fatal.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyDict;
+
+use super::message::BinMessage;
+use super::stream::PyStream;
+use crate::codec::Message;
+use crate::exchange::Origin;
+use crate::stats::Stats;
+use crate::transport::{Core, Dispatched, Handler};
+
+type PyCallable = Arc<Py<PyAny>>;
+
+#[derive(Default)]
+pub struct PyHandler {
+    handlers: Mutex<HashMap<u64, PyCallable>>,
+    default: Mutex<Option<PyCallable>>,
+}
+
+impl PyHandler {
+    pub fn subscribe(&self, id: u64, handler: Py<PyAny>) {
+        self.handlers.lock().insert(id, Arc::new(handler));
+    }
+
+    pub fn set_default(&self, handler: Option<Py<PyAny>>) {
+        *self.default.lock() = handler.map(Arc::new);
+    }
+
+    fn lookup(&self, id: u64) -> Option<PyCallable> {
+        let found = self.handlers.lock().get(&id).cloned();
+        found.or_else(|| self.default.lock().clone())
+    }
+
+    fn call(
+        &self,
+        core: &Arc<Core<Self>>,
+        handler: &PyCallable,
+        stream: Option<PyStream>,
+        msg: &Message<'_>,
+    ) -> Option<Py<PyAny>> {
+        Python::attach(|py| {
+            let called = BinMessage::from_wire(py, msg).and_then(|m| {
+                let stream = match stream {
+                    Some(s) => Py::new(py, s)?.into_any(),
+                    None => py.None(),
+                };
+                handler.call1(py, (stream, m))
+            });
+            match called {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    report(py, core, &format!("handler for message id {}", msg.id), e);
+                    None
+                }
+            }
+        })
+    }
+}
+
+impl Handler for PyHandler {
+    type Callback = PyCallable;
+
+    fn batch(&self, run: &mut dyn FnMut()) {
+        Python::attach(|_py| run());
+    }
+
+    fn on_post(&self, core: &Arc<Core<Self>>, msg: &Message<'_>) -> Dispatched {
+        let Some(h) = self.lookup(msg.id) else {
+            return Dispatched::NoHandler;
+        };
+        self.call(core, &h, None, msg);
+        Dispatched::Handled
+    }
+
+    fn on_request(&self, core: &Arc<Core<Self>>, opaque: u64, msg: &Message<'_>) -> Dispatched {
+        let Some(h) = self.lookup(msg.id) else {
+            return Dispatched::NoHandler;
+        };
+        self.call(
+            core,
+            &h,
+            Some(PyStream::for_request(core.clone(), opaque)),
+            msg,
+        );
+        Dispatched::Handled
+    }
+
+    fn on_stream_start(
+        &self,
+        core: &Arc<Core<Self>>,
+        opaque: u64,
+        msg: &Message<'_>,
+    ) -> Result<Option<Self::Callback>, Dispatched> {
+        let Some(h) = self.lookup(msg.id) else {
+            return Err(Dispatched::NoHandler);
+        };
+        let stream = PyStream::for_stream(core.clone(), opaque, Origin::Remote);
+        let Some(returned) = self.call(core, &h, Some(stream), msg) else {
+            // The handler failed: tell the peer this side is done.
+            let _ = core.stream_close(opaque, Origin::Remote);
+            return Ok(None);
+        };
+        Python::attach(|py| {
+            let r = returned.bind(py);
+            if r.is_none() {
+                Ok(None)
+            } else if r.is_callable() {
+                Ok(Some(Arc::new(returned)))
+            } else {
+                let e = pyo3::exceptions::PyTypeError::new_err(format!(
+                    "a stream handler must return a callable or None, not {}",
+                    r.get_type()
+                ));
+                report(py, core, &format!("handler for message id {}", msg.id), e);
+                let _ = core.stream_close(opaque, Origin::Remote);
+                Ok(None)
+            }
+        })
+    }
+
+    fn on_stream_msg(
+        &self,
+        core: &Arc<Core<Self>>,
+        callback: &Self::Callback,
+        msg: Option<&Message<'_>>,
+    ) {
+        Python::attach(|py| {
+            let called = match msg {
+                Some(m) => BinMessage::from_wire(py, m).and_then(|m| callback.call1(py, (m,))),
+                None => callback.call1(py, (py.None(),)),
+            };
+            if let Err(e) = called {
+                report(py, core, "stream callback", e);
+            }
+        });
+    }
+
+    fn on_closed(&self) {
+        // Drop the handlers with the GIL: they may hold the last reference
+        // to the transport's Python object (a cycle Python cannot see).
+        let handlers = std::mem::take(&mut *self.handlers.lock());
+        let default = self.default.lock().take();
+        Python::attach(|_py| {
+            drop(handlers);
+            drop(default);
+        });
+    }
+}
+
+static LOGGER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// Logs a handler's exception (with its traceback) to the `gofast` logger
+/// and counts it in `n_handler_errors`.
+fn report(py: Python<'_>, core: &Core<PyHandler>, what: &str, err: PyErr) {
+    Stats::incr(&core.stats.n_handler_errors);
+    let logged = LOGGER
+        .get_or_try_init(py, || {
+            py.import("logging")?
+                .call_method1("getLogger", ("gofast",))
+                .map(Bound::unbind)
+        })
+        .and_then(|logger| {
+            let kwargs = PyDict::new(py);
+            kwargs.set_item("exc_info", err.clone_ref(py).into_value(py))?;
+            logger.call_method(
+                py,
+                "error",
+                ("gofast[%s]: %s raised", &core.name, what),
+                Some(&kwargs),
+            )
+        });
+    if logged.is_err() {
+        err.print(py);
+    }
+}

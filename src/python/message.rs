@@ -1,0 +1,101 @@
+//! Messages at the boundary: `BinMessage` (what handlers receive) and the
+//! extraction of `(id, bytes)` from any message object the user sends — an
+//! object with an integer `ID` and an `encode()` returning bytes.
+
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use crate::codec::Message;
+
+/// A received message: its id and its encoded bytes. It can be sent back as
+/// it is (it has `ID` and `encode()`), and `decode(T)` turns it into a `T`.
+#[pyclass(frozen, module = "gofast._native", name = "BinMessage")]
+pub struct BinMessage {
+    #[pyo3(get)]
+    pub id: u64,
+    #[pyo3(get)]
+    pub data: Py<PyBytes>,
+}
+
+impl BinMessage {
+    pub fn from_wire(py: Python<'_>, msg: &Message<'_>) -> PyResult<Py<BinMessage>> {
+        let data = PyBytes::new(py, &msg.data).unbind();
+        Py::new(py, BinMessage { id: msg.id, data })
+    }
+}
+
+#[pymethods]
+impl BinMessage {
+    #[new]
+    fn new(id: u64, data: Py<PyBytes>) -> Self {
+        BinMessage { id, data }
+    }
+
+    /// The message id, under the name message classes use.
+    #[getter(ID)]
+    fn message_id(&self) -> u64 {
+        self.id
+    }
+
+    fn encode(&self, py: Python<'_>) -> Py<PyBytes> {
+        self.data.clone_ref(py)
+    }
+
+    /// Decodes the bytes with `message_type.decode(data)`.
+    fn decode<'py>(
+        &self,
+        py: Python<'py>,
+        message_type: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        message_type.call_method1(intern!(py, "decode"), (self.data.bind(py),))
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> String {
+        let n = self.data.bind(py).as_bytes().len();
+        format!("BinMessage(id={}, data=<{} bytes>)", self.id, n)
+    }
+
+    fn __eq__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> bool {
+        match other.cast::<BinMessage>() {
+            Ok(o) => {
+                let o = o.get();
+                o.id == self.id && o.data.bind(py).as_bytes() == self.data.bind(py).as_bytes()
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn __len__(&self, py: Python<'_>) -> usize {
+        self.data.bind(py).as_bytes().len()
+    }
+}
+
+/// `(id, encoded bytes)` of a message object.
+pub fn message_parts<'py>(msg: &Bound<'py, PyAny>) -> PyResult<(u64, Bound<'py, PyBytes>)> {
+    let py = msg.py();
+    if let Ok(bin) = msg.cast::<BinMessage>() {
+        let bin = bin.get();
+        return Ok((bin.id, bin.data.bind(py).clone()));
+    }
+    let id: u64 = msg
+        .getattr(intern!(py, "ID"))
+        .and_then(|v| v.extract())
+        .map_err(|_| {
+            pyo3::exceptions::PyTypeError::new_err(format!(
+                "{} is not a message: it needs an integer ID attribute and an encode() method",
+                msg.get_type()
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default()
+            ))
+        })?;
+    let data = msg.call_method0(intern!(py, "encode"))?;
+    let data = data.cast_into::<PyBytes>().map_err(|e| {
+        pyo3::exceptions::PyTypeError::new_err(format!(
+            "encode() must return bytes, not {}",
+            e.into_inner().get_type()
+        ))
+    })?;
+    Ok((id, data))
+}

@@ -1,0 +1,70 @@
+//! pyo3 bindings: the private `gofast._native` module. `gofast/__init__.py`
+//! is the public face; `_native.pyi` spells out these types.
+
+mod errors;
+mod handler;
+mod message;
+mod settings;
+mod stream;
+mod transport;
+
+use std::sync::Arc;
+
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::errors::Result;
+use crate::transport::Core;
+use handler::PyHandler;
+
+/// Runs `push` until the frame is queued, waiting for room without the GIL
+/// whenever the send queue is full (backpressure).
+fn send_or_wait(
+    py: Python<'_>,
+    core: &Arc<Core<PyHandler>>,
+    mut push: impl FnMut() -> Result<bool>,
+) -> PyResult<()> {
+    loop {
+        if push()? {
+            return Ok(());
+        }
+        py.detach(|| core.wait_room());
+        py.check_signals()?;
+    }
+}
+
+/// Counters summed over live transports, all or those named `name`.
+#[pyfunction]
+#[pyo3(signature = (name = None))]
+fn stats<'py>(py: Python<'py>, name: Option<&str>) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    for (k, v) in crate::stats::aggregate(name) {
+        d.set_item(k, v)?;
+    }
+    Ok(d)
+}
+
+/// The default settings of a dialing (`dialed=True`) or accepting side.
+#[pyfunction]
+#[pyo3(signature = (dialed = true))]
+fn default_settings(py: Python<'_>, dialed: bool) -> PyResult<Bound<'_, PyDict>> {
+    settings::to_dict(
+        py,
+        &crate::settings::Settings::defaults(settings::role(dialed)),
+    )
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // Rust `log` records go to Python's `logging` (logger "gofast...").
+    let _ = pyo3_log::try_init();
+    m.add_class::<transport::PyTransport>()?;
+    m.add_class::<stream::PyStream>()?;
+    m.add_class::<message::BinMessage>()?;
+    m.add_function(wrap_pyfunction!(stats, m)?)?;
+    m.add_function(wrap_pyfunction!(default_settings, m)?)?;
+    m.add("STAT_NAMES", crate::stats::Stats::NAMES.to_vec())?;
+    m.add("PING_ID", crate::builtin::PING_ID)?;
+    m.add("WHOAMI_ID", crate::builtin::WHOAMI_ID)?;
+    m.add("HEARTBEAT_ID", crate::builtin::HEARTBEAT_ID)?;
+    Ok(())
+}

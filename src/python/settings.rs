@@ -1,0 +1,84 @@
+//! Settings between Python dicts and `Settings`: one key a field, unknown
+//! keys rejected so a typo is an error rather than a silent default.
+
+use std::time::Duration;
+
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use super::errors::SettingsError;
+use crate::settings::{Role, Settings};
+
+pub fn role(dialed: bool) -> Role {
+    if dialed {
+        Role::Dialer
+    } else {
+        Role::Acceptor
+    }
+}
+
+fn seconds(d: Option<Duration>) -> Option<f64> {
+    d.map(|d| d.as_secs_f64())
+}
+
+/// Seconds as a float, `None` for "never".
+fn opt_duration(v: &Bound<'_, PyAny>) -> PyResult<Option<Duration>> {
+    if v.is_none() {
+        return Ok(None);
+    }
+    let secs: f64 = v.extract()?;
+    Duration::try_from_secs_f64(secs)
+        .map(Some)
+        .map_err(|_| SettingsError::new_err(format!("{secs} is not a valid number of seconds")))
+}
+
+pub fn to_dict<'py>(py: Python<'py>, s: &Settings) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("buffersize", s.buffersize)?;
+    d.set_item("batchsize", s.batchsize)?;
+    d.set_item("tags", s.tags_csv())?;
+    d.set_item("opaque.start", s.opaque_start)?;
+    d.set_item("opaque.end", s.opaque_end)?;
+    d.set_item("gzip.level", s.gzip_level)?;
+    d.set_item("frame.max", s.max_frame)?;
+    d.set_item("pending.max", s.max_pending)?;
+    d.set_item("flush.period", seconds(s.flush_period))?;
+    d.set_item("request.timeout", seconds(s.request_timeout))?;
+    Ok(d)
+}
+
+pub fn from_dict(role: Role, dict: &Bound<'_, PyDict>) -> PyResult<Settings> {
+    let mut s = Settings::defaults(role);
+    for (k, v) in dict.iter() {
+        let key: String = k.extract()?;
+        apply(&mut s, &key, &v).map_err(|e| {
+            if e.is_instance_of::<SettingsError>(dict.py()) {
+                e
+            } else {
+                SettingsError::new_err(format!("setting {key:?}: {e}"))
+            }
+        })?;
+    }
+    s.validate()?;
+    Ok(s)
+}
+
+fn apply(s: &mut Settings, key: &str, v: &Bound<'_, PyAny>) -> PyResult<()> {
+    match key {
+        "buffersize" => s.buffersize = v.extract()?,
+        "batchsize" => s.batchsize = v.extract()?,
+        "tags" => s.set_tags(&v.extract::<String>()?)?,
+        "opaque.start" => s.opaque_start = v.extract()?,
+        "opaque.end" => s.opaque_end = v.extract()?,
+        "gzip.level" => s.gzip_level = v.extract()?,
+        "frame.max" => s.max_frame = v.extract()?,
+        "pending.max" => s.max_pending = v.extract()?,
+        "flush.period" => s.flush_period = opt_duration(v)?,
+        "request.timeout" => s.request_timeout = opt_duration(v)?,
+        // The reference's channel size has no meaning here; accepted so that
+        // settings written for the Go transport carry over unchanged.
+        "chansize" => {}
+        other => return Err(SettingsError::new_err(format!("unknown setting {other:?}"))),
+    }
+    Ok(())
+}

@@ -1,0 +1,180 @@
+//! `Stream`: what a handler answers a REQUEST through, and both ends of a
+//! bi-directional STREAM.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use pyo3::prelude::*;
+
+use pyo3::intern;
+
+use super::errors::{Timeout, UsageError};
+use super::handler::PyHandler;
+use super::message::message_parts;
+use super::send_or_wait;
+use crate::exchange::Origin;
+use crate::transport::Core;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// The peer's REQUEST: answered once with `respond()`.
+    Request,
+    Stream(Origin),
+}
+
+#[pyclass(frozen, module = "gofast._native", name = "Stream")]
+pub struct PyStream {
+    core: Arc<Core<PyHandler>>,
+    opaque: u64,
+    role: Role,
+    responded: AtomicBool,
+    /// A `queue.SimpleQueue` fed by the stream's callback, for streams
+    /// opened without one: iterate the stream to read it.
+    inbox: Option<Py<PyAny>>,
+}
+
+impl PyStream {
+    pub fn for_request(core: Arc<Core<PyHandler>>, opaque: u64) -> Self {
+        PyStream {
+            core,
+            opaque,
+            role: Role::Request,
+            responded: AtomicBool::new(false),
+            inbox: None,
+        }
+    }
+
+    pub fn for_stream(core: Arc<Core<PyHandler>>, opaque: u64, origin: Origin) -> Self {
+        let role = Role::Stream(origin);
+        PyStream {
+            core,
+            opaque,
+            role,
+            responded: AtomicBool::new(false),
+            inbox: None,
+        }
+    }
+
+    pub fn with_inbox(mut self, inbox: Py<PyAny>) -> Self {
+        self.inbox = Some(inbox);
+        self
+    }
+
+    fn origin(&self, what: &str) -> PyResult<Origin> {
+        match self.role {
+            Role::Stream(o) => Ok(o),
+            Role::Request => Err(UsageError::new_err(format!(
+                "{what}() is for streams; a request is answered with respond()"
+            ))),
+        }
+    }
+}
+
+#[pymethods]
+impl PyStream {
+    /// The opaque value this exchange travels under.
+    #[getter]
+    fn opaque(&self) -> u64 {
+        self.opaque
+    }
+
+    /// True for the stream a request handler answers through.
+    #[getter]
+    fn is_request(&self) -> bool {
+        self.role == Role::Request
+    }
+
+    /// Sends a message on the stream.
+    #[pyo3(signature = (msg, flush = false))]
+    fn send(&self, py: Python<'_>, msg: &Bound<'_, PyAny>, flush: bool) -> PyResult<()> {
+        let origin = self.origin("send")?;
+        let (id, data) = message_parts(msg)?;
+        let bytes = data.as_bytes();
+        send_or_wait(py, &self.core, || {
+            self.core.stream_send(self.opaque, origin, id, bytes, flush)
+        })
+    }
+
+    /// Answers the peer's request; exactly once.
+    #[pyo3(signature = (msg, flush = true))]
+    fn respond(&self, py: Python<'_>, msg: &Bound<'_, PyAny>, flush: bool) -> PyResult<()> {
+        if self.role != Role::Request {
+            return Err(UsageError::new_err(
+                "respond() answers a request; a stream uses send()",
+            ));
+        }
+        let (id, data) = message_parts(msg)?;
+        if self.responded.swap(true, Ordering::AcqRel) {
+            return Err(UsageError::new_err(format!(
+                "request {} was already answered",
+                self.opaque
+            )));
+        }
+        let bytes = data.as_bytes();
+        send_or_wait(py, &self.core, || {
+            self.core.respond(self.opaque, id, bytes, flush)
+        })
+    }
+
+    /// Closes this side of the stream (sends FINISH once; later calls do
+    /// nothing). The stream is over when the peer has closed its side too.
+    fn close(&self) -> PyResult<()> {
+        let origin = self.origin("close")?;
+        Ok(self.core.stream_close(self.opaque, origin)?)
+    }
+
+    /// The next message from the peer, or None once the stream has ended.
+    /// Only for streams opened without a callback. `timeout` in seconds
+    /// raises `Timeout` when nothing arrives in time.
+    #[pyo3(signature = (timeout = None))]
+    fn recv(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
+        let Some(inbox) = &self.inbox else {
+            return Err(UsageError::new_err(
+                "recv() needs a stream opened without a callback",
+            ));
+        };
+        match inbox.call_method1(py, intern!(py, "get"), (true, timeout)) {
+            Err(e) if e.is_instance(py, &py.import("queue")?.getattr("Empty")?) => Err(
+                Timeout::new_err(format!("no stream message within {:?}s", timeout)),
+            ),
+            other => other,
+        }
+    }
+
+    fn __iter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        let msg = self.recv(py, None)?;
+        Ok(if msg.is_none(py) { None } else { Some(msg) })
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __exit__(
+        &self,
+        _exc_type: &Bound<'_, PyAny>,
+        _exc: &Bound<'_, PyAny>,
+        _tb: &Bound<'_, PyAny>,
+    ) -> PyResult<bool> {
+        if self.role != Role::Request {
+            self.close()?;
+        }
+        Ok(false)
+    }
+
+    fn __repr__(&self) -> String {
+        let role = match self.role {
+            Role::Request => "request",
+            Role::Stream(Origin::Local) => "local",
+            Role::Stream(Origin::Remote) => "remote",
+        };
+        format!(
+            "Stream(opaque={}, {role}, transport={:?})",
+            self.opaque, self.core.name
+        )
+    }
+}

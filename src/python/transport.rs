@@ -1,0 +1,353 @@
+//! The native `Transport` class; `gofast.Transport` subclasses it to add
+//! constructors and conveniences in Python. The hot calls (`post`,
+//! `request`, `Stream.send`) are here, one Python→Rust hop each.
+
+use std::net::TcpStream;
+use std::os::fd::{FromRawFd, RawFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
+
+use super::errors::{SettingsError, Timeout, UsageError};
+use super::handler::PyHandler;
+use super::message::{message_parts, BinMessage};
+use super::send_or_wait;
+use super::settings;
+use super::stream::PyStream;
+use crate::builtin::{self, Whoami, PING_ID, WHOAMI_ID};
+use crate::errors::Error;
+use crate::exchange::{Origin, OwnedMessage};
+use crate::transport::{Core, PendingRequest};
+
+/// How often a blocked call wakes to let Python see Ctrl-C.
+const SIGNAL_CHECK: Duration = Duration::from_millis(50);
+
+#[pyclass(frozen, subclass, module = "gofast._native", name = "Transport")]
+pub struct PyTransport {
+    core: Arc<Core<PyHandler>>,
+}
+
+impl Drop for PyTransport {
+    fn drop(&mut self) {
+        // Never joins: this may run with the GIL held.
+        self.core.close_nowait();
+    }
+}
+
+fn whoami_tuple(w: Whoami) -> (String, u64, u64, String) {
+    (w.name, w.version, w.buffersize, w.tags)
+}
+
+impl PyTransport {
+    fn timeout(&self, timeout: Option<f64>) -> PyResult<Option<Duration>> {
+        match timeout {
+            None => Ok(self.core.settings.request_timeout),
+            Some(t) if t.is_infinite() && t > 0.0 => Ok(None),
+            Some(t) => Duration::try_from_secs_f64(t).map(Some).map_err(|_| {
+                UsageError::new_err(format!("timeout {t} is not a valid number of seconds"))
+            }),
+        }
+    }
+
+    /// Sends a request and waits for its response without the GIL, waking
+    /// now and then for signals; a timeout leaves the opaque quarantined.
+    fn round_trip(
+        &self,
+        py: Python<'_>,
+        id: u64,
+        data: &[u8],
+        compress: bool,
+        timeout: Option<Duration>,
+    ) -> PyResult<OwnedMessage> {
+        let core = &self.core;
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let slice = || {
+            let next = Instant::now() + SIGNAL_CHECK;
+            Some(deadline.map_or(next, |d| d.min(next)))
+        };
+        let (pending, mut reply) = py.detach(|| -> Result<(PendingRequest, _), Error> {
+            let p = core.send_request(id, data, compress)?;
+            let r = core.wait_response(&p, slice());
+            Ok((p, r))
+        })?;
+        loop {
+            if let Some(r) = reply {
+                return Ok(r?);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                core.expire(&pending);
+                let t = timeout.unwrap_or_default();
+                return Err(Timeout::new_err(format!(
+                    "no response within {:.3}s",
+                    t.as_secs_f64()
+                )));
+            }
+            if let Err(e) = py.check_signals() {
+                core.expire(&pending);
+                return Err(e);
+            }
+            reply = py.detach(|| core.wait_response(&pending, slice()));
+        }
+    }
+}
+
+#[pymethods]
+impl PyTransport {
+    /// Takes over a connected TCP socket's file descriptor (the caller must
+    /// have detached it) and starts the writer thread.
+    #[new]
+    #[pyo3(signature = (name, fd, version, settings, dialed))]
+    fn new(
+        name: &str,
+        fd: RawFd,
+        version: u64,
+        settings: &Bound<'_, PyDict>,
+        dialed: bool,
+    ) -> PyResult<Self> {
+        if fd < 0 {
+            return Err(UsageError::new_err(format!("invalid file descriptor {fd}")));
+        }
+        // SAFETY: the caller hands us ownership of an open socket fd
+        // (socket.detach()); from here on it is closed exactly once, by Rust.
+        let sock = unsafe { TcpStream::from_raw_fd(fd) };
+        let s = settings::from_dict(settings::role(dialed), settings)?;
+        let core = Core::new(name, sock, version, s, PyHandler::default())?;
+        Ok(PyTransport { core })
+    }
+
+    #[getter]
+    fn name(&self) -> &str {
+        &self.core.name
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.core.is_closed()
+    }
+
+    /// The effective settings (defaults merged with what was given).
+    #[getter]
+    fn settings<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        settings::to_dict(py, &self.core.settings)
+    }
+
+    #[getter]
+    fn local_address(&self) -> Option<(String, u16)> {
+        self.core
+            .local_addr()
+            .map(|a| (a.ip().to_string(), a.port()))
+    }
+
+    #[getter]
+    fn peer_address(&self) -> Option<(String, u16)> {
+        self.core
+            .peer_addr()
+            .map(|a| (a.ip().to_string(), a.port()))
+    }
+
+    fn _subscribe(&self, id: u64, handler: Py<PyAny>) -> PyResult<()> {
+        if builtin::is_reserved(id) || id == 0 {
+            return Err(UsageError::new_err(format!(
+                "message id {id:#x} is reserved or invalid"
+            )));
+        }
+        self.core.handler().subscribe(id, handler);
+        Ok(())
+    }
+
+    fn _set_default_handler(&self, handler: Option<Py<PyAny>>) {
+        self.core.handler().set_default(handler);
+    }
+
+    /// Runs the whoami handshake; returns the peer's (name, version,
+    /// buffersize, tags).
+    fn _handshake(&self, py: Python<'_>, timeout: f64) -> PyResult<(String, u64, u64, String)> {
+        let timeout = Duration::try_from_secs_f64(timeout).map_err(|_| {
+            UsageError::new_err(format!(
+                "timeout {timeout} is not a valid number of seconds"
+            ))
+        })?;
+        let core = &self.core;
+        Ok(whoami_tuple(py.detach(|| core.handshake(timeout))?))
+    }
+
+    /// The peer's whoami from the handshake, if it happened.
+    fn _peer(&self) -> Option<(String, u64, u64, String)> {
+        self.core.peer().map(whoami_tuple)
+    }
+
+    /// Asks the peer for its whoami again.
+    #[pyo3(signature = (timeout = None))]
+    fn _whoami(
+        &self,
+        py: Python<'_>,
+        timeout: Option<f64>,
+    ) -> PyResult<(String, u64, u64, String)> {
+        let ours = self.core.whoami().encode();
+        let reply = self.round_trip(py, WHOAMI_ID, &ours, false, self.timeout(timeout)?)?;
+        Ok(whoami_tuple(
+            Whoami::decode(&reply.data).map_err(Error::from)?,
+        ))
+    }
+
+    /// Posts a message: no reply. Queued frames go out when `batchsize`
+    /// are waiting, on `flush=True`, or within the flush period.
+    #[pyo3(signature = (msg, flush = false))]
+    fn post(&self, py: Python<'_>, msg: &Bound<'_, PyAny>, flush: bool) -> PyResult<()> {
+        let (id, data) = message_parts(msg)?;
+        let bytes = data.as_bytes();
+        send_or_wait(py, &self.core, || self.core.post(id, bytes, flush))
+    }
+
+    /// Posts many messages in one call (one lock, one wake-up).
+    #[pyo3(signature = (msgs, flush = true))]
+    fn post_many(&self, py: Python<'_>, msgs: &Bound<'_, PyAny>, flush: bool) -> PyResult<usize> {
+        let mut n = 0;
+        for msg in msgs.try_iter()? {
+            let msg = msg?;
+            let (id, data) = message_parts(&msg)?;
+            let bytes = data.as_bytes();
+            send_or_wait(py, &self.core, || self.core.post(id, bytes, false))?;
+            n += 1;
+        }
+        if flush && n > 0 {
+            self.core.flush();
+        }
+        Ok(n)
+    }
+
+    /// Sends a request and returns its response: a `BinMessage`, or
+    /// `response_type.decode(data)` when a type is given. `timeout` in
+    /// seconds; `None` uses settings["request.timeout"]; `math.inf` waits
+    /// until the connection ends.
+    #[pyo3(signature = (msg, response_type = None, timeout = None))]
+    fn request(
+        &self,
+        py: Python<'_>,
+        msg: &Bound<'_, PyAny>,
+        response_type: Option<&Bound<'_, PyAny>>,
+        timeout: Option<f64>,
+    ) -> PyResult<Py<PyAny>> {
+        let (id, data) = message_parts(msg)?;
+        let reply = self.round_trip(py, id, data.as_bytes(), true, self.timeout(timeout)?)?;
+        let bytes = PyBytes::new(py, &reply.data);
+        match response_type {
+            Some(t) => Ok(t.call_method1(intern!(py, "decode"), (bytes,))?.unbind()),
+            None => Ok(Py::new(
+                py,
+                BinMessage {
+                    id: reply.id,
+                    data: bytes.unbind(),
+                },
+            )?
+            .into_any()),
+        }
+    }
+
+    /// Opens a stream with its first message; `callback(msg)` gets every
+    /// message the peer sends on it, then `callback(None)` once at its end.
+    /// Without a callback, iterate the returned stream (or `recv()`) instead.
+    #[pyo3(signature = (msg, callback = None, flush = true))]
+    fn stream(
+        &self,
+        py: Python<'_>,
+        msg: &Bound<'_, PyAny>,
+        callback: Option<Py<PyAny>>,
+        flush: bool,
+    ) -> PyResult<PyStream> {
+        let (callback, inbox) = match callback {
+            Some(cb) if cb.bind(py).is_callable() => (cb, None),
+            Some(_) => return Err(UsageError::new_err("the stream callback must be callable")),
+            None => {
+                let queue = py
+                    .import(intern!(py, "queue"))?
+                    .getattr(intern!(py, "SimpleQueue"))?
+                    .call0()?;
+                (
+                    queue.getattr(intern!(py, "put"))?.unbind(),
+                    Some(queue.unbind()),
+                )
+            }
+        };
+        let (id, data) = message_parts(msg)?;
+        let bytes = data.as_bytes();
+        let callback = Arc::new(callback);
+        let mut opened = None;
+        send_or_wait(py, &self.core, || {
+            opened = self.core.open_stream(id, bytes, callback.clone(), flush)?;
+            Ok(opened.is_some())
+        })?;
+        let opaque = opened.ok_or_else(|| UsageError::new_err("stream was not opened"))?;
+        let stream = PyStream::for_stream(self.core.clone(), opaque, Origin::Local);
+        Ok(match inbox {
+            Some(q) => stream.with_inbox(q),
+            None => stream,
+        })
+    }
+
+    /// Round trip of a ping: returns the echoed text.
+    #[pyo3(signature = (echo = "", timeout = None))]
+    fn ping(&self, py: Python<'_>, echo: &str, timeout: Option<f64>) -> PyResult<String> {
+        let data = builtin::encode_ping(echo);
+        let reply = self.round_trip(py, PING_ID, &data, true, self.timeout(timeout)?)?;
+        Ok(builtin::decode_ping(&reply.data).map_err(Error::from)?)
+    }
+
+    /// Seconds since the peer's last heartbeat; None before the first one.
+    fn silent_since(&self) -> Option<f64> {
+        self.core.silent_since().map(|d| d.as_secs_f64())
+    }
+
+    /// Flushes batched frames at least this often (seconds; None: never).
+    fn flush_period(&self, seconds: Option<f64>) -> PyResult<()> {
+        self.core.set_flush_period(positive_seconds(seconds)?);
+        Ok(())
+    }
+
+    /// Posts a heartbeat to the peer this often (seconds; None: stop).
+    fn send_heartbeat(&self, seconds: Option<f64>) -> PyResult<()> {
+        self.core.set_heartbeat(positive_seconds(seconds)?);
+        Ok(())
+    }
+
+    /// Writes whatever is queued now.
+    fn flush(&self) {
+        self.core.flush();
+    }
+
+    /// This transport's counters (PROTOCOL.md §5 names).
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for (k, v) in self.core.stats.snapshot() {
+            d.set_item(k, v)?;
+        }
+        Ok(d)
+    }
+
+    /// (opaques held by exchanges this side started, streams the peer opened)
+    fn _exchanges_in_use(&self) -> (usize, usize) {
+        self.core.exchanges_in_use()
+    }
+
+    /// Flushes, closes the connection, fails pending requests with
+    /// ConnectionClosed and ends open streams (callback(None)). Idempotent.
+    fn close(&self, py: Python<'_>) {
+        let core = &self.core;
+        py.detach(|| core.close("closed by this side"));
+    }
+}
+
+fn positive_seconds(seconds: Option<f64>) -> PyResult<Option<Duration>> {
+    match seconds {
+        None => Ok(None),
+        Some(s) if s > 0.0 => Duration::try_from_secs_f64(s)
+            .map(Some)
+            .map_err(|_| SettingsError::new_err(format!("{s} is not a valid number of seconds"))),
+        Some(s) => Err(SettingsError::new_err(format!(
+            "period must be positive, got {s}"
+        ))),
+    }
+}

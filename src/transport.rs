@@ -1,0 +1,842 @@
+//! One gofast transport over one TCP connection: the handshake, the
+//! exchanges (POST, REQUEST/RESPONSE, STREAMs, both directions), built-in
+//! messages and statistics. It runs a reader thread that decodes frames and
+//! dispatches them, and a writer thread (see `writer`). What runs for an
+//! application message is behind the `Handler` trait, so this module knows
+//! nothing of Python.
+
+use std::io::Read;
+use std::net::{Shutdown, TcpStream};
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::{JoinHandle, ThreadId};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::builtin::{self, Whoami, HEARTBEAT_ID, PING_ID, WHOAMI_ID};
+use crate::codec::compress::Encoding;
+use crate::codec::{decode_body, Decoded, FrameDecoder, Kind, Message};
+use crate::errors::{Error, ProtocolError, Result};
+use crate::exchange::{Exchanges, Origin, OwnedMessage, RequestFrame, Slot};
+use crate::opaque::OpaquePool;
+use crate::settings::Settings;
+use crate::stats::{self, Stats};
+use crate::writer::{Out, Outbox, Urgency};
+
+/// Whether a handler took a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dispatched {
+    Handled,
+    /// No handler for its id (and no default handler): a counted drop.
+    NoHandler,
+}
+
+/// What runs application code for incoming messages. Calls come from the
+/// reader thread, in frame order, inside `batch`.
+pub trait Handler: Send + Sync + Sized + 'static {
+    /// A stream's receive callback.
+    type Callback: Clone + Send + Sync + 'static;
+
+    /// Runs `run` once for a whole batch of frames; the Python handler holds
+    /// the GIL across it so the per-message calls below don't each take it.
+    fn batch(&self, run: &mut dyn FnMut());
+    fn on_post(&self, core: &Arc<Core<Self>>, msg: &Message<'_>) -> Dispatched;
+    fn on_request(&self, core: &Arc<Core<Self>>, opaque: u64, msg: &Message<'_>) -> Dispatched;
+    /// `Err(NoHandler)` drops the stream; `Ok(None)` keeps it without a callback.
+    fn on_stream_start(
+        &self,
+        core: &Arc<Core<Self>>,
+        opaque: u64,
+        msg: &Message<'_>,
+    ) -> std::result::Result<Option<Self::Callback>, Dispatched>;
+    /// `None`: the stream has ended (peer's FINISH, or the connection closed).
+    fn on_stream_msg(
+        &self,
+        core: &Arc<Core<Self>>,
+        callback: &Self::Callback,
+        msg: Option<&Message<'_>>,
+    );
+    /// The transport is closed for good: drop what the handlers hold.
+    fn on_closed(&self);
+}
+
+#[derive(Default)]
+struct HandshakeState {
+    started: bool,
+    peer: Option<Whoami>,
+    answered_peer: bool,
+}
+
+/// A frame delimited in the read buffer.
+struct FrameRef {
+    kind: Kind,
+    opaque: u64,
+    body: Range<usize>,
+    len: usize,
+}
+
+pub struct Core<H: Handler> {
+    pub name: String,
+    pub settings: Settings,
+    pub stats: Arc<Stats>,
+    outbox: Arc<Outbox>,
+    sock: TcpStream,
+    version: u64,
+    ex: Mutex<Exchanges<H::Callback>>,
+    handler: H,
+    hs: Mutex<HandshakeState>,
+    hs_cv: Condvar,
+    closed: AtomicBool,
+    silent_since: Mutex<Option<Instant>>,
+    reader: Mutex<Option<JoinHandle<()>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    reader_id: OnceLock<ThreadId>,
+}
+
+/// Thread stacks: the reader runs Python handlers, the writer only Rust.
+const READER_STACK: usize = 1024 * 1024;
+const WRITER_STACK: usize = 128 * 1024;
+/// How long `close()` waits for queued frames to reach the socket.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
+/// Largest compressed-layer expansion accepted, relative to frame.max.
+const MAX_BODY_FACTOR: usize = 4;
+
+impl<H: Handler> Core<H> {
+    /// Wraps a connected socket and starts its writer thread. The reader
+    /// starts with `handshake()`, so handlers are subscribed before any
+    /// message can arrive.
+    pub fn new(
+        name: &str,
+        sock: TcpStream,
+        version: u64,
+        settings: Settings,
+        handler: H,
+    ) -> Result<Arc<Self>> {
+        settings.validate()?;
+        sock.set_nonblocking(false)?;
+        sock.set_nodelay(true)?;
+        let stats = Arc::new(Stats::default());
+        let pool = OpaquePool::new(settings.opaque_start, settings.opaque_end)?;
+        let outbox = Arc::new(Outbox::new(
+            sock.try_clone()?,
+            stats.clone(),
+            settings.batchsize,
+            settings.max_pending,
+            settings.flush_period,
+            settings.gzip_level,
+            settings.opaque_start,
+        ));
+        let core = Arc::new(Core {
+            name: name.to_string(),
+            settings,
+            stats,
+            outbox: outbox.clone(),
+            sock,
+            version,
+            ex: Mutex::new(Exchanges::new(pool)),
+            handler,
+            hs: Mutex::new(HandshakeState::default()),
+            hs_cv: Condvar::new(),
+            closed: AtomicBool::new(false),
+            silent_since: Mutex::new(None),
+            reader: Mutex::new(None),
+            writer: Mutex::new(None),
+            reader_id: OnceLock::new(),
+        });
+        stats::register(name, &core.stats);
+        let writer = std::thread::Builder::new()
+            .name(format!("gofast-tx-{name}"))
+            .stack_size(WRITER_STACK)
+            .spawn(move || outbox.run_writer())?;
+        *core.writer.lock() = Some(writer);
+        Ok(core)
+    }
+
+    pub fn handler(&self) -> &H {
+        &self.handler
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.sock.local_addr().ok()
+    }
+
+    pub fn peer_addr(&self) -> Option<std::net::SocketAddr> {
+        self.sock.peer_addr().ok()
+    }
+
+    pub fn whoami(&self) -> Whoami {
+        Whoami {
+            name: self.name.clone(),
+            version: self.version,
+            buffersize: self.settings.buffersize,
+            tags: self.settings.tags_csv(),
+        }
+    }
+
+    pub fn peer(&self) -> Option<Whoami> {
+        self.hs.lock().peer.clone()
+    }
+
+    /// Time since the peer's last heartbeat, if one arrived.
+    pub fn silent_since(&self) -> Option<Duration> {
+        self.silent_since.lock().map(|t| t.elapsed())
+    }
+
+    pub fn set_flush_period(&self, period: Option<Duration>) {
+        self.outbox.set_flush_period(period);
+    }
+
+    pub fn set_heartbeat(&self, period: Option<Duration>) {
+        self.outbox.set_heartbeat(period);
+    }
+
+    /// (opaques held by exchanges we started, streams the peer opened)
+    pub fn exchanges_in_use(&self) -> (usize, usize) {
+        let ex = self.ex.lock();
+        (ex.local_in_use(), ex.remote_streams())
+    }
+
+    pub fn is_reader_thread(&self) -> bool {
+        self.reader_id.get() == Some(&std::thread::current().id())
+    }
+
+    // ---- handshake -------------------------------------------------------
+
+    /// Exchanges whoami with the peer (PROTOCOL §4): sends ours, waits for
+    /// theirs, and until we have answered theirs. Starts the reader.
+    pub fn handshake(self: &Arc<Self>, timeout: Duration) -> Result<Whoami> {
+        let deadline = Instant::now() + timeout;
+        self.start_reader()?;
+        let ours = self.whoami().encode();
+        let pending = self.send_request(WHOAMI_ID, &ours, false)?;
+        let reply = self
+            .wait_response(&pending, Some(deadline))
+            .ok_or(Error::Timeout(timeout))?;
+        let reply = match reply {
+            Ok(r) => r,
+            Err(e) => return Err(e),
+        };
+        let peer = Whoami::decode(&reply.data)?;
+        self.outbox
+            .set_encodings(peer_encodings(&peer.tags, &self.name));
+        let mut hs = self.hs.lock();
+        hs.peer = Some(peer.clone());
+        while !hs.answered_peer {
+            if self.is_closed() {
+                return Err(Error::Closed("closed during handshake".into()));
+            }
+            if self.hs_cv.wait_until(&mut hs, deadline).timed_out() {
+                return Err(Error::Timeout(timeout));
+            }
+        }
+        Ok(peer)
+    }
+
+    fn start_reader(self: &Arc<Self>) -> Result<()> {
+        {
+            let mut hs = self.hs.lock();
+            if hs.started {
+                return Ok(());
+            }
+            if self.is_closed() {
+                return Err(Error::Closed("transport is closed".into()));
+            }
+            hs.started = true;
+        }
+        let me = self.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("gofast-rx-{}", self.name))
+            .stack_size(READER_STACK)
+            .spawn(move || me.run_reader())?;
+        let _ = self.reader_id.set(handle.thread().id());
+        *self.reader.lock() = Some(handle);
+        Ok(())
+    }
+
+    // ---- sending ---------------------------------------------------------
+
+    fn push(&self, out: Out<'_>, urgency: Urgency) -> Result<bool> {
+        self.outbox.push(out, urgency)
+    }
+
+    /// Queues a POST. `Ok(false)`: the queue is full, wait for room and retry.
+    pub fn post(&self, id: u64, data: &[u8], flush: bool) -> Result<bool> {
+        check_id(id)?;
+        let urgency = if flush {
+            Urgency::Flush
+        } else {
+            Urgency::Batch
+        };
+        let out = Out::Msg {
+            kind: Kind::Post,
+            opaque: self.settings.opaque_start,
+            id,
+            data,
+            compress: true,
+        };
+        let queued = self.push(out, urgency)?;
+        if queued {
+            Stats::incr(&self.stats.n_tx);
+            Stats::incr(&self.stats.n_txpost);
+        }
+        Ok(queued)
+    }
+
+    /// Sends a REQUEST and registers where its RESPONSE goes.
+    pub fn send_request(&self, id: u64, data: &[u8], compress: bool) -> Result<PendingRequest> {
+        if self.is_reader_thread() {
+            return Err(Error::InvalidArgument(
+                "request() inside a handler would wait for the reader thread that runs it; \
+                 hand the request to another thread"
+                    .into(),
+            ));
+        }
+        let (opaque, slot) = self.ex.lock().begin_request()?;
+        let out = Out::Msg {
+            kind: Kind::Request,
+            opaque,
+            id,
+            data,
+            compress,
+        };
+        loop {
+            match self.push(out, Urgency::Direct) {
+                Ok(true) => break,
+                Ok(false) => self.outbox.wait_room(None),
+                Err(e) => {
+                    self.ex.lock().abandon(opaque);
+                    return Err(e);
+                }
+            }
+        }
+        Stats::incr(&self.stats.n_tx);
+        Stats::incr(&self.stats.n_txreq);
+        Ok(PendingRequest { opaque, slot })
+    }
+
+    /// Waits for the RESPONSE until `deadline`; `None` if it passed first
+    /// (the request stays pending: call again, or `expire`).
+    pub fn wait_response(
+        &self,
+        p: &PendingRequest,
+        deadline: Option<Instant>,
+    ) -> Option<Result<OwnedMessage>> {
+        p.slot.wait(deadline)
+    }
+
+    /// The requester gives up; a late RESPONSE will be dropped.
+    pub fn expire(&self, p: &PendingRequest) {
+        self.ex.lock().expire(p.opaque);
+        Stats::incr(&self.stats.n_timeouts);
+    }
+
+    /// Answers the peer's REQUEST `opaque`.
+    pub fn respond(&self, opaque: u64, id: u64, data: &[u8], flush: bool) -> Result<bool> {
+        check_id(id)?;
+        let urgency = if flush {
+            Urgency::Direct
+        } else {
+            Urgency::Batch
+        };
+        let queued = self.push(
+            Out::Msg {
+                kind: Kind::Request,
+                opaque,
+                id,
+                data,
+                compress: true,
+            },
+            urgency,
+        )?;
+        if queued {
+            Stats::incr(&self.stats.n_tx);
+            Stats::incr(&self.stats.n_txresp);
+        }
+        Ok(queued)
+    }
+
+    /// Opens a stream; `Ok(None)`: the queue is full, wait for room and retry.
+    pub fn open_stream(
+        &self,
+        id: u64,
+        data: &[u8],
+        callback: H::Callback,
+        flush: bool,
+    ) -> Result<Option<u64>> {
+        check_id(id)?;
+        let opaque = self.ex.lock().open_stream(Some(callback))?;
+        let urgency = if flush {
+            Urgency::Flush
+        } else {
+            Urgency::Batch
+        };
+        let out = Out::Msg {
+            kind: Kind::StreamStart,
+            opaque,
+            id,
+            data,
+            compress: true,
+        };
+        match self.push(out, urgency) {
+            Ok(true) => {
+                Stats::incr(&self.stats.n_tx);
+                Stats::incr(&self.stats.n_txstart);
+                Ok(Some(opaque))
+            }
+            other => {
+                self.ex.lock().abandon(opaque);
+                other.map(|_| None)
+            }
+        }
+    }
+
+    pub fn stream_send(
+        &self,
+        opaque: u64,
+        origin: Origin,
+        id: u64,
+        data: &[u8],
+        flush: bool,
+    ) -> Result<bool> {
+        check_id(id)?;
+        self.ex.lock().can_send(opaque, origin)?;
+        let urgency = if flush {
+            Urgency::Flush
+        } else {
+            Urgency::Batch
+        };
+        let queued = self.push(
+            Out::Msg {
+                kind: Kind::StreamMsg,
+                opaque,
+                id,
+                data,
+                compress: true,
+            },
+            urgency,
+        )?;
+        if queued {
+            Stats::incr(&self.stats.n_tx);
+            Stats::incr(&self.stats.n_txstream);
+        }
+        Ok(queued)
+    }
+
+    /// Sends this side's FINISH (once); the stream is over when the peer's
+    /// has arrived too. Closing twice is a no-op.
+    pub fn stream_close(&self, opaque: u64, origin: Origin) -> Result<()> {
+        if !self.ex.lock().local_finished(opaque, origin) {
+            return Ok(());
+        }
+        if self.is_closed() {
+            return Ok(());
+        }
+        self.push(Out::Finish { opaque }, Urgency::Flush)?;
+        Stats::incr(&self.stats.n_tx);
+        Stats::incr(&self.stats.n_txfin);
+        Ok(())
+    }
+
+    /// Blocks until the send queue has room (backpressure).
+    pub fn wait_room(&self) {
+        self.outbox.wait_room(None);
+    }
+
+    /// Makes everything queued due now.
+    pub fn flush(&self) {
+        self.outbox.flush();
+    }
+
+    // ---- closing -----------------------------------------------------------
+
+    /// Flushes what is queued (for up to two seconds), closes the
+    /// connection, fails every pending request and ends every open stream
+    /// with an end-of-stream callback. Idempotent. Joins the transport's
+    /// threads unless called from its own reader thread (a handler).
+    pub fn close(self: &Arc<Self>, reason: &str) {
+        if !self.closed.swap(true, Ordering::AcqRel) {
+            self.outbox.close(reason, CLOSE_LINGER);
+            let _ = self.sock.shutdown(Shutdown::Both);
+            self.hs_cv.notify_all();
+            // A running reader sees the shutdown and finishes the close
+            // itself, so stream callbacks never race its dispatch.
+            if !self.hs.lock().started {
+                self.finish_close(reason);
+            }
+        }
+        if !self.is_reader_thread() {
+            let reader = self.reader.lock().take();
+            if let Some(h) = reader {
+                let _ = h.join();
+            }
+            let writer = self.writer.lock().take();
+            if let Some(h) = writer {
+                let _ = h.join();
+            }
+        }
+    }
+
+    /// Closes without waiting for anything (for a dropped handle: it may run
+    /// with the GIL held, which the reader may need to finish).
+    pub fn close_nowait(&self) {
+        if !self.closed.swap(true, Ordering::AcqRel) {
+            self.outbox.abort("transport dropped");
+            let _ = self.sock.shutdown(Shutdown::Both);
+            self.hs_cv.notify_all();
+        }
+    }
+
+    /// Runs once per transport: by the reader on its way out, or by
+    /// `close()` when no reader was ever started.
+    fn finish_close(self: &Arc<Self>, reason: &str) {
+        self.closed.store(true, Ordering::Release);
+        let ending = self.ex.lock().close_all(reason);
+        self.outbox.abort(reason);
+        self.hs_cv.notify_all();
+        let h = &self.handler;
+        if !ending.is_empty() {
+            h.batch(&mut || {
+                for cb in &ending {
+                    h.on_stream_msg(self, cb, None);
+                }
+            });
+        }
+        h.on_closed();
+    }
+
+    // ---- receiving -------------------------------------------------------
+
+    fn run_reader(self: Arc<Self>) {
+        Outbox::mark_reader_thread();
+        let reason = match self.read_loop() {
+            Ok(()) => "peer closed the connection".to_string(),
+            Err(e) if self.is_closed() => format!("closed ({e})"),
+            Err(e) => {
+                log::warn!("gofast[{}]: connection ends: {e}", self.name);
+                e.to_string()
+            }
+        };
+        self.finish_close(&reason);
+    }
+
+    fn read_loop(self: &Arc<Self>) -> Result<()> {
+        let initial = self.settings.buffersize as usize;
+        let decoder = FrameDecoder::new(self.settings.max_frame);
+        let mut buf = vec![0u8; initial];
+        let (mut start, mut end) = (0usize, 0usize);
+        let mut frames: Vec<FrameRef> = Vec::new();
+        loop {
+            if end == buf.len() {
+                if start > 0 {
+                    buf.copy_within(start..end, 0);
+                    end -= start;
+                    start = 0;
+                } else {
+                    // One frame larger than the buffer; the decoder has
+                    // already checked it against frame.max.
+                    let grown = (buf.len() * 2)
+                        .min(self.settings.max_frame + 64)
+                        .max(buf.len() + 1);
+                    buf.resize(grown, 0);
+                }
+            }
+            let n = match (&self.sock).read(&mut buf[end..]) {
+                Ok(0) if start < end => {
+                    self.stats.drop_frame(end - start);
+                    return Err(ProtocolError::Truncated(end - start).into());
+                }
+                Ok(0) => return Ok(()),
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            };
+            end += n;
+            Stats::add(&self.stats.n_rxbyte, n as u64);
+            while start < end {
+                match decoder.decode(&buf[start..end]) {
+                    Ok(None) => break,
+                    Ok(Some((Decoded::Frame(f), used))) => {
+                        let body = body_range(&buf[start..end], f.body, start);
+                        frames.push(FrameRef {
+                            kind: f.kind,
+                            opaque: f.opaque,
+                            body,
+                            len: used,
+                        });
+                        start += used;
+                    }
+                    Ok(Some((Decoded::Dropped(e), used))) => {
+                        log::warn!(
+                            "gofast[{}]: dropped a frame of {used} bytes: {e}",
+                            self.name
+                        );
+                        Stats::incr(&self.stats.n_rx);
+                        self.stats.drop_frame(used);
+                        start += used;
+                    }
+                    Err(e) => {
+                        self.stats.drop_frame(end - start);
+                        self.process(&buf, &frames);
+                        return Err(e.into());
+                    }
+                }
+            }
+            if !frames.is_empty() {
+                self.process(&buf, &frames);
+                frames.clear();
+            }
+            if start == end {
+                start = 0;
+                end = 0;
+                if buf.len() > initial * 4 {
+                    buf = vec![0u8; initial]; // give a burst's memory back
+                }
+            }
+        }
+    }
+
+    /// Handles the frames of one read, in order. The GIL (via
+    /// `Handler::batch`) is taken once, and only if some frame needs it:
+    /// a batch of RESPONSEs to our requests never touches Python.
+    fn process(self: &Arc<Self>, buf: &[u8], frames: &[FrameRef]) {
+        let needs_handler = {
+            let ex = self.ex.lock();
+            frames
+                .iter()
+                .any(|f| !(f.kind == Kind::Request && ex.is_response(f.opaque)))
+        };
+        let mut run = || {
+            for f in frames {
+                self.handle_frame(f, &buf[f.body.clone()]);
+            }
+        };
+        self.outbox.corked(|| {
+            if needs_handler {
+                self.handler.batch(&mut run);
+            } else {
+                run();
+            }
+        });
+    }
+
+    /// Decodes a frame's message, counting a drop when it is unusable.
+    fn message<'b>(&self, f: &FrameRef, body: &'b [u8]) -> Option<Message<'b>> {
+        match decode_body(body, self.settings.max_frame * MAX_BODY_FACTOR) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                self.drop_frame(f, &e.to_string());
+                None
+            }
+        }
+    }
+
+    fn drop_frame(&self, f: &FrameRef, why: &str) {
+        log::warn!(
+            "gofast[{}]: dropped {:?} frame, opaque {}: {why}",
+            self.name,
+            f.kind,
+            f.opaque
+        );
+        self.stats.drop_frame(f.len);
+    }
+
+    fn handle_frame(self: &Arc<Self>, f: &FrameRef, body: &[u8]) {
+        Stats::incr(&self.stats.n_rx);
+        match f.kind {
+            Kind::Post => self.on_post(f, body),
+            Kind::Request => self.on_request_frame(f, body),
+            Kind::StreamStart => self.on_stream_start(f, body),
+            Kind::StreamMsg => self.on_stream_msg(f, body),
+            Kind::Finish => self.on_finish(f),
+        }
+    }
+
+    fn on_post(self: &Arc<Self>, f: &FrameRef, body: &[u8]) {
+        Stats::incr(&self.stats.n_rxpost);
+        let Some(msg) = self.message(f, body) else {
+            return;
+        };
+        if msg.id == HEARTBEAT_ID {
+            Stats::incr(&self.stats.n_rxbeats);
+            *self.silent_since.lock() = Some(Instant::now());
+        } else if builtin::is_reserved(msg.id) {
+            self.drop_frame(f, "POST with a reserved message id");
+        } else if self.handler.on_post(self, &msg) == Dispatched::NoHandler {
+            self.drop_frame(f, &format!("no handler for message id {}", msg.id));
+        }
+    }
+
+    fn on_request_frame(self: &Arc<Self>, f: &FrameRef, body: &[u8]) {
+        let class = self.ex.lock().classify_request(f.opaque);
+        match class {
+            RequestFrame::Response(slot) => {
+                Stats::incr(&self.stats.n_rxresp);
+                let limit = self.settings.max_frame * MAX_BODY_FACTOR;
+                let reply = decode_body(body, limit)
+                    .map(|m| OwnedMessage {
+                        id: m.id,
+                        data: m.data.into_owned(),
+                    })
+                    .map_err(|e| {
+                        self.drop_frame(f, &e.to_string());
+                        Error::Protocol(e)
+                    });
+                slot.fill(reply);
+            }
+            RequestFrame::LateResponse => {
+                Stats::incr(&self.stats.n_rxresp);
+                self.drop_frame(f, "RESPONSE for a request that already timed out");
+            }
+            RequestFrame::Misdirected => {
+                self.drop_frame(f, "REQUEST on the opaque of a stream we opened")
+            }
+            RequestFrame::NotOurs => {
+                Stats::incr(&self.stats.n_rxreq);
+                let Some(msg) = self.message(f, body) else {
+                    return;
+                };
+                match msg.id {
+                    WHOAMI_ID => self.answer_whoami(f.opaque),
+                    PING_ID => self.answer_ping(f.opaque, &msg.data),
+                    id if builtin::is_reserved(id) => {
+                        self.drop_frame(f, "REQUEST with a reserved message id")
+                    }
+                    id => {
+                        if self.handler.on_request(self, f.opaque, &msg) == Dispatched::NoHandler {
+                            self.drop_frame(f, &format!("no handler for message id {id}"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn answer_whoami(&self, opaque: u64) {
+        let data = self.whoami().encode();
+        let out = Out::Msg {
+            kind: Kind::Request,
+            opaque,
+            id: WHOAMI_ID,
+            data: &data,
+            compress: false,
+        };
+        if self.push(out, Urgency::Direct).is_ok() {
+            Stats::incr(&self.stats.n_tx);
+            Stats::incr(&self.stats.n_txresp);
+        }
+        self.hs.lock().answered_peer = true;
+        self.hs_cv.notify_all();
+    }
+
+    fn answer_ping(&self, opaque: u64, echo: &[u8]) {
+        let out = Out::Msg {
+            kind: Kind::Request,
+            opaque,
+            id: PING_ID,
+            data: echo,
+            compress: true,
+        };
+        if self.push(out, Urgency::Direct).is_ok() {
+            Stats::incr(&self.stats.n_tx);
+            Stats::incr(&self.stats.n_txresp);
+        }
+    }
+
+    fn on_stream_start(self: &Arc<Self>, f: &FrameRef, body: &[u8]) {
+        Stats::incr(&self.stats.n_rxstart);
+        let Some(msg) = self.message(f, body) else {
+            return;
+        };
+        if !self.ex.lock().accept_stream(f.opaque) {
+            return self.drop_frame(f, "STREAM-START on an opaque already in use");
+        }
+        match self.handler.on_stream_start(self, f.opaque, &msg) {
+            Ok(callback) => self.ex.lock().set_callback(f.opaque, callback),
+            Err(_) => {
+                self.ex.lock().forget_remote(f.opaque);
+                self.drop_frame(f, &format!("no handler for message id {}", msg.id));
+            }
+        }
+    }
+
+    fn on_stream_msg(self: &Arc<Self>, f: &FrameRef, body: &[u8]) {
+        Stats::incr(&self.stats.n_rxstream);
+        let callback = self.ex.lock().stream_callback(f.opaque);
+        match callback {
+            None => self.drop_frame(f, "STREAM message for an unknown or finished stream"),
+            Some(None) => self.drop_frame(f, "STREAM message for a stream without a callback"),
+            Some(Some(cb)) => {
+                if let Some(msg) = self.message(f, body) {
+                    self.handler.on_stream_msg(self, &cb, Some(&msg));
+                }
+            }
+        }
+    }
+
+    fn on_finish(self: &Arc<Self>, f: &FrameRef) {
+        Stats::incr(&self.stats.n_rxfin);
+        let closing = {
+            let mut ex = self.ex.lock();
+            ex.find_stream(f.opaque)
+                .and_then(|origin| ex.remote_finished(f.opaque, origin))
+        };
+        match closing {
+            None => self.drop_frame(f, "FINISH for an unknown or finished stream"),
+            Some(c) => {
+                if let Some(cb) = c.callback {
+                    self.handler.on_stream_msg(self, &cb, None);
+                }
+            }
+        }
+    }
+}
+
+/// Where `body` (a sub-slice of `window`, or an empty slice from anywhere)
+/// sits in the read buffer, `window` starting at `offset`.
+fn body_range(window: &[u8], body: &[u8], offset: usize) -> Range<usize> {
+    let at = (body.as_ptr() as usize).wrapping_sub(window.as_ptr() as usize);
+    if body.is_empty() || at > window.len() || at + body.len() > window.len() {
+        return offset..offset;
+    }
+    offset + at..offset + at + body.len()
+}
+
+/// The encodings the peer asked for, in its order; an unknown one is logged
+/// and skipped (the peer then gets that layer uncompressed, which it reads).
+fn peer_encodings(tags: &str, name: &str) -> Vec<Encoding> {
+    tags.split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .filter_map(|t| {
+            let e = Encoding::from_name(t);
+            if e.is_none() {
+                log::warn!("gofast[{name}]: peer asks for unknown tag {t:?}; sending without it");
+            }
+            e
+        })
+        .collect()
+}
+
+fn check_id(id: u64) -> Result<()> {
+    if id == 0 {
+        return Err(Error::InvalidArgument("message id 0 is invalid".into()));
+    }
+    if builtin::is_reserved(id) {
+        return Err(Error::InvalidArgument(format!(
+            "message id {id:#x} is reserved (0x1000..0x100F)"
+        )));
+    }
+    Ok(())
+}
+
+/// A REQUEST on its way; the RESPONSE arrives in `slot`.
+pub struct PendingRequest {
+    pub opaque: u64,
+    slot: Arc<Slot>,
+}

@@ -1,0 +1,444 @@
+//! The batching writer: every frame a transport sends is encoded into one
+//! shared buffer, and whatever is queued goes out in one system call.
+//!
+//! Who does the system call is the point of this module:
+//! * a caller that will wait anyway (a REQUEST) writes itself, without
+//!   blocking (`MSG_DONTWAIT`), saving a thread hand-off on the round trip;
+//! * the reader thread never writes while it dispatches a batch: what its
+//!   handlers send is "corked" and written once after the batch;
+//! * everything else wakes the writer thread, which blocks in `send` when
+//!   the peer is slow, and meanwhile more frames pile up behind it, so a busy
+//!   sender gets large writes for free. The writer thread also keeps the
+//!   flush period (batched frames wait at most that long) and heartbeats.
+//!
+//! Application senders block (backpressure) when `max_pending` bytes are
+//! queued; the reader thread never blocks here, so two peers cannot
+//! deadlock writing to each other.
+
+use std::cell::Cell;
+use std::io;
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex, MutexGuard};
+
+use crate::builtin::{encode_heartbeat, HEARTBEAT_ID};
+use crate::codec::{encode_finish, encode_frame, Encoding, Kind, Scratch};
+use crate::errors::{Error, Result};
+use crate::stats::Stats;
+
+/// One frame to queue.
+#[derive(Clone, Copy, Debug)]
+pub enum Out<'a> {
+    Msg {
+        kind: Kind,
+        opaque: u64,
+        id: u64,
+        data: &'a [u8],
+        compress: bool,
+    },
+    Finish {
+        opaque: u64,
+    },
+}
+
+/// What a push asks of the writer besides queueing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Urgency {
+    /// Due when `batchsize` frames are queued or the flush period ends.
+    Batch,
+    /// Due now; the writer thread sends it.
+    Flush,
+    /// Due now, and this caller sends it itself if the socket is free.
+    Direct,
+}
+
+thread_local! {
+    /// The outbox whose reader thread this is, while it dispatches a batch.
+    static CORKED: Cell<usize> = const { Cell::new(0) };
+    /// Set on every reader thread: it must never block on backpressure.
+    static NEVER_BLOCK: Cell<bool> = const { Cell::new(false) };
+}
+
+struct Heartbeat {
+    period: Duration,
+    next: Instant,
+    count: u64,
+}
+
+struct State {
+    buf: Vec<u8>,
+    spare: Vec<u8>,
+    frames: usize,
+    due: bool,
+    writing: bool,
+    /// When the oldest not-yet-due frame was queued (for the flush period).
+    oldest: Option<Instant>,
+    closed: Option<String>,
+    stop_thread: bool,
+    room_waiters: usize,
+    encodings: Vec<Encoding>,
+    gzip_level: u32,
+    scratch: Scratch,
+    flush_period: Option<Duration>,
+    heartbeat: Option<Heartbeat>,
+    post_opaque: u64,
+}
+
+pub struct Outbox {
+    state: Mutex<State>,
+    writer_cv: Condvar,
+    room_cv: Condvar,
+    sock: TcpStream,
+    stats: Arc<Stats>,
+    batchsize: usize,
+    max_pending: usize,
+}
+
+/// Largest buffer kept for reuse; a bigger one (after a burst of large
+/// frames) is freed so an idle transport stays small.
+const KEEP_CAPACITY: usize = 256 * 1024;
+
+impl Outbox {
+    pub fn new(
+        sock: TcpStream,
+        stats: Arc<Stats>,
+        batchsize: usize,
+        max_pending: usize,
+        flush_period: Option<Duration>,
+        gzip_level: u32,
+        post_opaque: u64,
+    ) -> Self {
+        Outbox {
+            state: Mutex::new(State {
+                buf: Vec::new(),
+                spare: Vec::new(),
+                frames: 0,
+                due: false,
+                writing: false,
+                oldest: None,
+                closed: None,
+                stop_thread: false,
+                room_waiters: 0,
+                encodings: Vec::new(),
+                gzip_level,
+                scratch: Scratch::default(),
+                flush_period,
+                heartbeat: None,
+                post_opaque,
+            }),
+            writer_cv: Condvar::new(),
+            room_cv: Condvar::new(),
+            sock,
+            stats,
+            batchsize,
+            max_pending,
+        }
+    }
+
+    /// Encodings to apply to what we send from now on (the peer's tags).
+    pub fn set_encodings(&self, encodings: Vec<Encoding>) {
+        self.state.lock().encodings = encodings;
+    }
+
+    pub fn set_flush_period(&self, period: Option<Duration>) {
+        self.state.lock().flush_period = period;
+        self.writer_cv.notify_one();
+    }
+
+    pub fn set_heartbeat(&self, period: Option<Duration>) {
+        let mut g = self.state.lock();
+        let count = g.heartbeat.as_ref().map_or(0, |h| h.count);
+        g.heartbeat = period.map(|p| Heartbeat {
+            period: p,
+            next: Instant::now() + p,
+            count,
+        });
+        drop(g);
+        self.writer_cv.notify_one();
+    }
+
+    /// Queues one frame. `Ok(false)`: the queue is full and this caller may
+    /// block; call `wait_room` (without the GIL) and push again.
+    pub fn push(&self, out: Out<'_>, urgency: Urgency) -> Result<bool> {
+        let mut g = self.state.lock();
+        if let Some(why) = &g.closed {
+            return Err(Error::Closed(why.clone()));
+        }
+        if g.buf.len() >= self.max_pending && !NEVER_BLOCK.get() {
+            return Ok(false);
+        }
+        let was_empty = g.buf.is_empty();
+        encode_into(&mut g, out);
+        g.frames += 1;
+        if urgency != Urgency::Batch || g.frames >= self.batchsize {
+            g.due = true;
+        } else if g.oldest.is_none() {
+            g.oldest = Some(Instant::now());
+        }
+        if CORKED.get() == self as *const Outbox as usize {
+            return Ok(true); // the reader flushes once after its batch
+        }
+        if g.due && !g.writing {
+            if urgency == Urgency::Direct {
+                drop(self.write_out(g, false));
+            } else {
+                drop(g);
+                self.writer_cv.notify_one();
+            }
+        } else if was_empty && g.flush_period.is_some() && !g.due {
+            drop(g);
+            self.writer_cv.notify_one(); // it must learn the new deadline
+        }
+        Ok(true)
+    }
+
+    /// Makes whatever is queued due now; the writer thread sends it.
+    pub fn flush(&self) {
+        let mut g = self.state.lock();
+        if g.buf.is_empty() {
+            return;
+        }
+        g.due = true;
+        if !g.writing {
+            drop(g);
+            self.writer_cv.notify_one();
+        }
+    }
+
+    /// Blocks until the queue has room again or the outbox is closed.
+    pub fn wait_room(&self, deadline: Option<Instant>) {
+        let mut g = self.state.lock();
+        g.room_waiters += 1;
+        while g.buf.len() >= self.max_pending && g.closed.is_none() {
+            match deadline {
+                Some(d) => {
+                    if self.room_cv.wait_until(&mut g, d).timed_out() {
+                        break;
+                    }
+                }
+                None => self.room_cv.wait(&mut g),
+            }
+        }
+        g.room_waiters -= 1;
+    }
+
+    /// Runs `f` with this thread's sends to this outbox corked, then writes
+    /// what became due in one go.
+    pub fn corked<R>(&self, f: impl FnOnce() -> R) -> R {
+        let me = self as *const Outbox as usize;
+        let outer = CORKED.replace(me);
+        let r = f();
+        CORKED.set(outer);
+        let g = self.state.lock();
+        if g.due && !g.writing && !g.buf.is_empty() {
+            drop(self.write_out(g, false));
+        } else if !g.buf.is_empty() {
+            drop(g);
+            self.writer_cv.notify_one();
+        }
+        r
+    }
+
+    /// Marks the calling thread as a reader thread: it never blocks here.
+    pub fn mark_reader_thread() {
+        NEVER_BLOCK.set(true);
+    }
+
+    /// Stops accepting frames and waits up to `linger` for the queued ones
+    /// to reach the socket. Returns whether everything went out.
+    pub fn close(&self, reason: &str, linger: Duration) -> bool {
+        let deadline = Instant::now() + linger;
+        let mut g = self.state.lock();
+        if g.closed.is_none() {
+            g.closed = Some(reason.to_string());
+        }
+        g.due = true;
+        self.writer_cv.notify_one();
+        while (!g.buf.is_empty() || g.writing) && !g.stop_thread {
+            if self.room_cv.wait_until(&mut g, deadline).timed_out() {
+                break;
+            }
+        }
+        let flushed = g.buf.is_empty() && !g.writing;
+        g.stop_thread = true;
+        g.buf = Vec::new();
+        self.writer_cv.notify_all();
+        self.room_cv.notify_all();
+        flushed
+    }
+
+    /// Fails the outbox at once (the connection is gone): no linger.
+    pub fn abort(&self, reason: &str) {
+        let mut g = self.state.lock();
+        if g.closed.is_none() {
+            g.closed = Some(reason.to_string());
+        }
+        g.stop_thread = true;
+        g.buf = Vec::new();
+        self.writer_cv.notify_all();
+        self.room_cv.notify_all();
+    }
+
+    /// The writer thread: blocking writes, flush period, heartbeats.
+    pub fn run_writer(self: Arc<Self>) {
+        let mut g = self.state.lock();
+        while !g.stop_thread {
+            let now = Instant::now();
+            if let Some(hb) = g.heartbeat.as_mut().filter(|hb| now >= hb.next) {
+                let count = hb.count;
+                hb.count += 1;
+                hb.next = now + hb.period;
+                if g.closed.is_none() {
+                    let data = encode_heartbeat(count);
+                    let opaque = g.post_opaque;
+                    let kind = Kind::Post;
+                    let out = Out::Msg {
+                        kind,
+                        opaque,
+                        id: HEARTBEAT_ID,
+                        data: &data,
+                        compress: true,
+                    };
+                    encode_into(&mut g, out);
+                    g.due = true;
+                    Stats::incr(&self.stats.n_tx);
+                    Stats::incr(&self.stats.n_txpost);
+                }
+            }
+            if let (Some(p), Some(o)) = (g.flush_period, g.oldest) {
+                if now >= o + p {
+                    g.due = true;
+                }
+            }
+            if g.due && !g.writing && !g.buf.is_empty() {
+                g = self.write_out(g, true);
+                continue;
+            }
+            let flush_at = match (g.flush_period, g.oldest) {
+                (Some(p), Some(o)) if !g.due => Some(o + p),
+                _ => None,
+            };
+            let beat_at = g.heartbeat.as_ref().map(|h| h.next);
+            match flush_at.into_iter().chain(beat_at).min() {
+                Some(at) => {
+                    self.writer_cv.wait_until(&mut g, at);
+                }
+                None => self.writer_cv.wait(&mut g),
+            }
+        }
+    }
+
+    /// Writes the queue out; the caller holds the lock and nobody is writing.
+    /// `blocking` is for the writer thread; others hand a partial write over.
+    fn write_out<'a>(
+        &'a self,
+        mut g: MutexGuard<'a, State>,
+        blocking: bool,
+    ) -> MutexGuard<'a, State> {
+        loop {
+            let fresh = std::mem::take(&mut g.spare);
+            let mut data = std::mem::replace(&mut g.buf, fresh);
+            g.frames = 0;
+            g.due = false;
+            g.oldest = None;
+            g.writing = true;
+            let result = MutexGuard::unlocked(&mut g, || self.send(&data, blocking));
+            g.writing = false;
+            match result {
+                Ok(n) => {
+                    Stats::add(&self.stats.n_txbyte, n as u64);
+                    Stats::incr(&self.stats.n_flushes);
+                    if n < data.len() {
+                        // Socket full: the unsent tail goes back in front of
+                        // whatever was queued meanwhile.
+                        data.drain(..n);
+                        data.extend_from_slice(&g.buf);
+                        let queued = std::mem::replace(&mut g.buf, data);
+                        recycle(&mut g, queued);
+                        g.due = true;
+                        self.writer_cv.notify_one();
+                        break;
+                    }
+                    recycle(&mut g, data);
+                }
+                Err(e) => {
+                    let why = format!("write failed: {e}");
+                    log::warn!("gofast: {why}");
+                    g.closed.get_or_insert(why);
+                    g.buf = Vec::new();
+                    let _ = self.sock.shutdown(std::net::Shutdown::Both);
+                    break;
+                }
+            }
+            if g.room_waiters > 0 || g.closed.is_some() {
+                self.room_cv.notify_all();
+            }
+            if !(g.due && !g.buf.is_empty()) {
+                break;
+            }
+        }
+        if g.closed.is_some() {
+            self.room_cv.notify_all();
+        }
+        g
+    }
+
+    /// One `send` loop; non-blocking mode stops at the first EAGAIN.
+    fn send(&self, data: &[u8], blocking: bool) -> io::Result<usize> {
+        let fd = self.sock.as_raw_fd();
+        let flags = libc::MSG_NOSIGNAL | if blocking { 0 } else { libc::MSG_DONTWAIT };
+        let mut off = 0;
+        while off < data.len() {
+            let rest = &data[off..];
+            // SAFETY: fd is owned by self.sock for our lifetime; the pointer
+            // and length come from a live slice.
+            let n = unsafe { libc::send(fd, rest.as_ptr().cast(), rest.len(), flags) };
+            if n >= 0 {
+                off += n as usize;
+                continue;
+            }
+            let err = io::Error::last_os_error();
+            match err.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock if !blocking => break,
+                _ => return Err(err),
+            }
+        }
+        Ok(off)
+    }
+}
+
+fn encode_into(g: &mut State, out: Out<'_>) {
+    let st = &mut *g;
+    match out {
+        Out::Msg {
+            kind,
+            opaque,
+            id,
+            data,
+            compress,
+        } => {
+            let encodings: &[Encoding] = if compress { &st.encodings } else { &[] };
+            encode_frame(
+                &mut st.buf,
+                kind,
+                opaque,
+                id,
+                data,
+                encodings,
+                &mut st.scratch,
+            );
+        }
+        Out::Finish { opaque } => encode_finish(&mut st.buf, opaque),
+    }
+}
+
+fn recycle(g: &mut State, mut used: Vec<u8>) {
+    used.clear();
+    if used.capacity() <= KEEP_CAPACITY && used.capacity() > g.spare.capacity() {
+        g.spare = used;
+    }
+}
