@@ -4,8 +4,9 @@
 //! sockets or bytes.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
@@ -24,14 +25,30 @@ pub struct OwnedMessage {
 pub struct Slot {
     value: Mutex<Option<Result<OwnedMessage>>>,
     cv: Condvar,
+    ready: AtomicBool,
 }
+
+/// How long a lone requester polls for its RESPONSE before sleeping: a
+/// loopback round trip is tens of microseconds, and sleeping on a futex
+/// adds a wake-up of about that much again.
+const SPIN: Duration = Duration::from_micros(50);
 
 impl Slot {
     pub fn fill(&self, v: Result<OwnedMessage>) {
         let mut g = self.value.lock();
         if g.is_none() {
             *g = Some(v);
+            self.ready.store(true, Ordering::Release);
             self.cv.notify_all();
+        }
+    }
+
+    /// Yields the CPU in a loop until filled or `SPIN` passes; worth it only
+    /// when the waiter is alone (many spinning threads starve the reader).
+    pub fn spin(&self) {
+        let until = Instant::now() + SPIN;
+        while !self.ready.load(Ordering::Acquire) && Instant::now() < until {
+            std::thread::yield_now();
         }
     }
 

@@ -8,7 +8,7 @@
 use std::io::Read;
 use std::net::{Shutdown, TcpStream};
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
@@ -60,6 +60,11 @@ pub trait Handler: Send + Sync + Sized + 'static {
     );
     /// The transport is closed for good: drop what the handlers hold.
     fn on_closed(&self);
+    /// Runs the reader thread's whole life (the Python handler keeps one
+    /// interpreter thread state for it instead of one per batch).
+    fn reader_thread(&self, run: &mut dyn FnMut()) {
+        run()
+    }
 }
 
 #[derive(Default)]
@@ -89,10 +94,36 @@ pub struct Core<H: Handler> {
     hs: Mutex<HandshakeState>,
     hs_cv: Condvar,
     closed: AtomicBool,
+    /// Threads waiting in `wait_response` (a lone one spins first).
+    waiters: AtomicUsize,
     silent_since: Mutex<Option<Instant>>,
     reader: Mutex<Option<JoinHandle<()>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     reader_id: OnceLock<ThreadId>,
+}
+
+/// What `close_all_transports` needs of a transport, whatever its handler.
+trait Closable: Send + Sync {
+    fn close_for_exit(self: Arc<Self>);
+}
+
+impl<H: Handler> Closable for Core<H> {
+    fn close_for_exit(self: Arc<Self>) {
+        self.close("process is exiting");
+    }
+}
+
+/// Every transport not yet closed and joined, for `close_all_transports`.
+static LIVE: Mutex<Vec<std::sync::Weak<dyn Closable>>> = Mutex::new(Vec::new());
+
+/// Closes every transport of the process and joins its threads. Called at
+/// interpreter exit: a reader thread that touches Python after the
+/// interpreter is finalized would be killed in the middle of Rust code.
+pub fn close_all_transports() {
+    let live: Vec<_> = std::mem::take(&mut *LIVE.lock());
+    for core in live.into_iter().filter_map(|w| w.upgrade()) {
+        core.close_for_exit();
+    }
 }
 
 /// Thread stacks: the reader runs Python handlers, the writer only Rust.
@@ -140,12 +171,20 @@ impl<H: Handler> Core<H> {
             hs: Mutex::new(HandshakeState::default()),
             hs_cv: Condvar::new(),
             closed: AtomicBool::new(false),
+            waiters: AtomicUsize::new(0),
             silent_since: Mutex::new(None),
             reader: Mutex::new(None),
             writer: Mutex::new(None),
             reader_id: OnceLock::new(),
         });
         stats::register(name, &core.stats);
+        {
+            let mut live = LIVE.lock();
+            live.retain(|w| w.strong_count() > 0);
+            let weak: std::sync::Weak<dyn Closable> =
+                Arc::downgrade(&core) as std::sync::Weak<Self>;
+            live.push(weak);
+        }
         let writer = std::thread::Builder::new()
             .name(format!("gofast-tx-{name}"))
             .stack_size(WRITER_STACK)
@@ -218,10 +257,7 @@ impl<H: Handler> Core<H> {
         let reply = self
             .wait_response(&pending, Some(deadline))
             .ok_or(Error::Timeout(timeout))?;
-        let reply = match reply {
-            Ok(r) => r,
-            Err(e) => return Err(e),
-        };
+        let reply = reply?;
         let peer = Whoami::decode(&reply.data)?;
         self.outbox
             .set_encodings(peer_encodings(&peer.tags, &self.name));
@@ -327,7 +363,12 @@ impl<H: Handler> Core<H> {
         p: &PendingRequest,
         deadline: Option<Instant>,
     ) -> Option<Result<OwnedMessage>> {
-        p.slot.wait(deadline)
+        if self.waiters.fetch_add(1, Ordering::AcqRel) == 0 {
+            p.slot.spin();
+        }
+        let r = p.slot.wait(deadline);
+        self.waiters.fetch_sub(1, Ordering::AcqRel);
+        r
     }
 
     /// The requester gives up; a late RESPONSE will be dropped.
@@ -498,6 +539,10 @@ impl<H: Handler> Core<H> {
         self.closed.store(true, Ordering::Release);
         let ending = self.ex.lock().close_all(reason);
         self.outbox.abort(reason);
+        // The reader gave up on the connection (bad bytes, EOF, error): end
+        // it for the peer too, which would otherwise wait on an open socket
+        // until this transport's handle is dropped.
+        let _ = self.sock.shutdown(Shutdown::Both);
         self.hs_cv.notify_all();
         let h = &self.handler;
         if !ending.is_empty() {
@@ -514,6 +559,11 @@ impl<H: Handler> Core<H> {
 
     fn run_reader(self: Arc<Self>) {
         Outbox::mark_reader_thread();
+        let me = self.clone();
+        self.handler.reader_thread(&mut || me.reader_body());
+    }
+
+    fn reader_body(self: &Arc<Self>) {
         let reason = match self.read_loop() {
             Ok(()) => "peer closed the connection".to_string(),
             Err(e) if self.is_closed() => format!("closed ({e})"),
@@ -759,8 +809,10 @@ impl<H: Handler> Core<H> {
         match self.handler.on_stream_start(self, f.opaque, &msg) {
             Ok(callback) => self.ex.lock().set_callback(f.opaque, callback),
             Err(_) => {
-                self.ex.lock().forget_remote(f.opaque);
                 self.drop_frame(f, &format!("no handler for message id {}", msg.id));
+                // Tell the opener this side is done, or its stream (and
+                // opaque) would wait for our FINISH until the connection ends.
+                let _ = self.stream_close(f.opaque, Origin::Remote);
             }
         }
     }

@@ -80,7 +80,6 @@ struct State {
     stop_thread: bool,
     room_waiters: usize,
     encodings: Vec<Encoding>,
-    gzip_level: u32,
     scratch: Scratch,
     flush_period: Option<Duration>,
     heartbeat: Option<Heartbeat>,
@@ -123,8 +122,7 @@ impl Outbox {
                 stop_thread: false,
                 room_waiters: 0,
                 encodings: Vec::new(),
-                gzip_level,
-                scratch: Scratch::default(),
+                scratch: Scratch::with_gzip_level(gzip_level),
                 flush_period,
                 heartbeat: None,
                 post_opaque,
@@ -376,7 +374,7 @@ impl Outbox {
             if g.room_waiters > 0 || g.closed.is_some() {
                 self.room_cv.notify_all();
             }
-            if !(g.due && !g.buf.is_empty()) {
+            if !g.due || g.buf.is_empty() {
                 break;
             }
         }

@@ -9,11 +9,14 @@ with cbor2. Handlers receive :class:`BinMessage` (id and raw bytes).
 from __future__ import annotations
 
 import dataclasses
+import operator
+from collections.abc import Callable
 from typing import Any, ClassVar, Protocol, Self, TypeVar, runtime_checkable
 
 import cbor2
 
 from ._native import BinMessage
+from .errors import UsageError
 
 __all__ = ["Message", "MessageType", "CborMessage", "BinMessage", "RESERVED_IDS"]
 
@@ -42,9 +45,9 @@ class MessageType(Protocol[T]):
 
 def _check_id(id: int) -> int:
     if not isinstance(id, int) or not 0 < id < 1 << 64:
-        raise ValueError(f"message id must be an integer in 1..2**64-1, got {id!r}")
+        raise UsageError(f"message id must be an integer in 1..2**64-1, got {id!r}")
     if id in RESERVED_IDS:
-        raise ValueError(f"message id {id:#x} is reserved for built-in messages")
+        raise UsageError(f"message id {id:#x} is reserved for built-in messages")
     return id
 
 
@@ -62,30 +65,39 @@ class CborMessage:
     """
 
     ID: ClassVar[int]
-    _fields: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, *, id: int, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls.ID = _check_id(id)
 
     def encode(self) -> bytes:
-        fields = type(self)._field_names()
-        return cbor2.dumps({name: getattr(self, name) for name in fields})
+        names, get = _layout(type(self))
+        return cbor2.dumps(dict(zip(names, get(self), strict=True)))
 
     @classmethod
     def decode(cls, data: bytes) -> Self:
         value = cbor2.loads(data)
         if not isinstance(value, dict):
             raise ValueError(f"{cls.__name__}: expected a CBOR map, got {type(value).__name__}")
-        fields = cls._field_names()
-        return cls(**{k: v for k, v in value.items() if k in fields})
+        names, _ = _layout(cls)
+        if value.keys() <= names.keys():
+            return cls(**value)
+        return cls(**{k: v for k, v in value.items() if k in names})
 
-    @classmethod
-    def _field_names(cls) -> tuple[str, ...]:
-        names = cls.__dict__.get("_fields")
-        if not names:
-            if not dataclasses.is_dataclass(cls):
-                raise TypeError(f"{cls.__name__} must be a dataclass to be a CborMessage")
-            names = tuple(f.name for f in dataclasses.fields(cls))
-            cls._fields = names
-        return names
+
+_layouts: dict[type, tuple[dict[str, None], Callable[[Any], tuple[Any, ...]]]] = {}
+
+
+def _layout(cls: type) -> tuple[dict[str, None], Callable[[Any], tuple[Any, ...]]]:
+    """A message class's field names (ordered, for fast membership tests)
+    and a getter of their values, computed once: the dataclass decorator
+    runs after ``__init_subclass__``, so this cannot happen earlier."""
+    layout = _layouts.get(cls)
+    if layout is None:
+        if not dataclasses.is_dataclass(cls):
+            raise TypeError(f"{cls.__name__} must be a dataclass to be a CborMessage")
+        names = [f.name for f in dataclasses.fields(cls)]
+        getter = operator.attrgetter(*names) if names else (lambda _obj: ())
+        get = getter if len(names) != 1 else (lambda obj: (getter(obj),))
+        layout = _layouts[cls] = (dict.fromkeys(names), get)
+    return layout

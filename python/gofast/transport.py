@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import atexit
 import socket
-import threading
-import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
@@ -54,8 +52,6 @@ class Whoami:
         return cls(name, Version64(version), buffersize, tuple(t for t in tags.split(",") if t))
 
 
-_live: weakref.WeakSet[Transport] = weakref.WeakSet()
-_live_lock = threading.Lock()
 _names = iter(range(1, 1 << 62))
 
 
@@ -104,10 +100,7 @@ class Transport(_native.Transport):
         merged.update(settings or {})
         name = name or _default_name("dial" if dialed else "accept")
         fd = sock.detach()
-        transport = cls(name, fd, int(version), merged, dialed)
-        with _live_lock:
-            _live.add(transport)
-        return transport
+        return cls(name, fd, int(version), merged, dialed)
 
     # ---- handlers ------------------------------------------------------------
 
@@ -149,7 +142,9 @@ class Transport(_native.Transport):
 
     # ---- conveniences ------------------------------------------------------------
 
-    def request_as(self, msg: Any, response_type: MessageType[Any], timeout: float | None = None) -> Any:
+    def request_as(
+        self, msg: Any, response_type: MessageType[Any], timeout: float | None = None
+    ) -> Any:
         """``request()`` decoding the response with ``response_type``."""
         return self.request(msg, response_type, timeout)
 
@@ -206,7 +201,9 @@ class Listener:
         :class:`TimeoutError`) and wraps it as an accepting-side transport."""
         self._sock.settimeout(timeout)
         conn, _ = self._sock.accept()
-        return Transport.from_socket(conn, name=name, version=version, settings=settings, dialed=False)
+        return Transport.from_socket(
+            conn, name=name, version=version, settings=settings, dialed=False
+        )
 
     def close(self) -> None:
         self._sock.close()
@@ -224,10 +221,8 @@ def listen(address: tuple[str, int] = ("127.0.0.1", 0), backlog: int = 128) -> L
 
 
 @atexit.register
-def _close_live_transports() -> None:
-    # Reader threads must not be left waiting for the GIL of a finalizing
-    # interpreter: end every connection while Python is still whole.
-    with _live_lock:
-        live = list(_live)
-    for transport in live:
-        transport.close()
+def _close_all_transports() -> None:
+    # Reader threads must not touch a finalizing interpreter: end every
+    # connection, including ones whose Transport was dropped unclosed, and
+    # wait for their threads while Python is still whole.
+    _native._close_all_transports()

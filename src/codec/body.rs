@@ -466,7 +466,7 @@ mod tests {
             ("d82ba2d82c1864d82d4161", "truncated message map"),
             ("d82e", "truncated compressed body"),
             ("d82e1864", "compression tag not followed by a byte string"),
-            ("d82e4100", "truncated compressed body"),
+            ("d82e4200", "truncated compressed body"),
             ("d82e400000", "trailing bytes after the compressed body"),
         ];
         for (hex_body, reason) in cases {

@@ -224,7 +224,8 @@ fn finish_body(rest: &[u8]) -> Result<&[u8], ProtocolError> {
 fn exact_body(rest: &[u8]) -> Result<&[u8], ProtocolError> {
     let (major, len, n) = match read_head(rest) {
         Ok(Some(head)) => head,
-        Ok(None) => return Err(ProtocolError::Malformed("packet has no body")),
+        Ok(None) if rest.is_empty() => return Err(ProtocolError::Malformed("packet has no body")),
+        Ok(None) => return Err(ProtocolError::Malformed("truncated body head")),
         Err(_) => {
             return Err(ProtocolError::Malformed(
                 "body is not a definite byte string",
@@ -256,6 +257,15 @@ pub struct Scratch {
     /// The output of the latest compression, before it is wrapped.
     packed: Vec<u8>,
     compressors: Compressors,
+}
+
+impl Scratch {
+    /// Buffers for a sender compressing gzip at `level` (0..=9).
+    pub fn with_gzip_level(level: u32) -> Self {
+        let mut s = Scratch::default();
+        s.compressors.set_gzip_level(level);
+        s
+    }
 }
 
 /// Appends one frame carrying message `id`/`data` to `out`.
@@ -786,12 +796,13 @@ mod tests {
         let cases = [
             ("d9d9f7 c6 42 d903", "truncated opaque"),
             ("d9d9f7 c6 43 d903e8", "packet has no body"),
-            ("d9d9f7 c6 45 d903e8 4100", "body runs past the packet"),
+            ("d9d9f7 c6 45 d903e8 4200", "body runs past the packet"),
             (
                 "d9d9f7 c6 46 d903e8 40 0000",
                 "trailing bytes after the body",
             ),
-            ("d9d9f7 c6 44 d903e8 18", "body is not a byte string"),
+            ("d9d9f7 c6 45 d903e8 1801", "body is not a byte string"),
+            ("d9d9f7 c6 44 d903e8 58", "truncated body head"),
             (
                 "d9d9f7 c6 45 d903e8 5f ff",
                 "body is not a definite byte string",

@@ -4,9 +4,9 @@
 //!
 //! * `cbor`     — shortest-form CBOR heads (encode, decode).
 //! * `frame`    — frame kinds, delimiting a byte stream (`FrameDecoder`),
-//!                encoding whole frames.
+//!   encoding whole frames.
 //! * `body`     — the tag-43 message body inside a packet, with the
-//!                compression tags (46 gzip, 47 lzw) peeled or applied.
+//!   compression tags (46 gzip, 47 lzw) peeled or applied.
 //! * `compress` — gzip and LZW as the reference speaks them.
 
 pub mod body;

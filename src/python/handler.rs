@@ -143,6 +143,21 @@ impl Handler for PyHandler {
         });
     }
 
+    fn reader_thread(&self, run: &mut dyn FnMut()) {
+        // A thread without a Python thread state gets a new one from every
+        // GIL acquisition, and loses it on release: microseconds a batch.
+        // Create it once, release the GIL, and keep the state until exit.
+        // SAFETY: Ensure/SaveThread and RestoreThread/Release are paired on
+        // this thread; between them the thread holds no GIL.
+        unsafe {
+            let gstate = pyo3::ffi::PyGILState_Ensure();
+            let tstate = pyo3::ffi::PyEval_SaveThread();
+            run();
+            pyo3::ffi::PyEval_RestoreThread(tstate);
+            pyo3::ffi::PyGILState_Release(gstate);
+        }
+    }
+
     fn on_closed(&self) {
         // Drop the handlers with the GIL: they may hold the last reference
         // to the transport's Python object (a cycle Python cannot see).

@@ -78,19 +78,23 @@ pub fn message_parts<'py>(msg: &Bound<'py, PyAny>) -> PyResult<(u64, Bound<'py, 
         let bin = bin.get();
         return Ok((bin.id, bin.data.bind(py).clone()));
     }
+    let not_a_message = |_| {
+        pyo3::exceptions::PyTypeError::new_err(format!(
+            "{} is not a message: it needs an integer ID attribute and an encode() method",
+            msg.get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
+        ))
+    };
     let id: u64 = msg
         .getattr(intern!(py, "ID"))
         .and_then(|v| v.extract())
-        .map_err(|_| {
-            pyo3::exceptions::PyTypeError::new_err(format!(
-                "{} is not a message: it needs an integer ID attribute and an encode() method",
-                msg.get_type()
-                    .name()
-                    .map(|n| n.to_string())
-                    .unwrap_or_default()
-            ))
-        })?;
-    let data = msg.call_method0(intern!(py, "encode"))?;
+        .map_err(not_a_message)?;
+    // A missing encode() is a TypeError like a missing ID; an error raised
+    // inside encode() reaches the caller as it is.
+    let encode = msg.getattr(intern!(py, "encode")).map_err(not_a_message)?;
+    let data = encode.call0()?;
     let data = data.cast_into::<PyBytes>().map_err(|e| {
         pyo3::exceptions::PyTypeError::new_err(format!(
             "encode() must return bytes, not {}",

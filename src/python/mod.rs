@@ -44,6 +44,13 @@ fn stats<'py>(py: Python<'py>, name: Option<&str>) -> PyResult<Bound<'py, PyDict
     Ok(d)
 }
 
+/// Closes every transport of the process and waits for their threads
+/// (used at interpreter exit, before Python is torn down).
+#[pyfunction]
+fn _close_all_transports(py: Python<'_>) {
+    py.detach(crate::transport::close_all_transports);
+}
+
 /// The default settings of a dialing (`dialed=True`) or accepting side.
 #[pyfunction]
 #[pyo3(signature = (dialed = true))]
@@ -62,6 +69,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<message::BinMessage>()?;
     m.add_function(wrap_pyfunction!(stats, m)?)?;
     m.add_function(wrap_pyfunction!(default_settings, m)?)?;
+    m.add_function(wrap_pyfunction!(_close_all_transports, m)?)?;
     m.add("STAT_NAMES", crate::stats::Stats::NAMES.to_vec())?;
     m.add("PING_ID", crate::builtin::PING_ID)?;
     m.add("WHOAMI_ID", crate::builtin::WHOAMI_ID)?;

@@ -31,6 +31,8 @@ pub struct PyStream {
     /// A `queue.SimpleQueue` fed by the stream's callback, for streams
     /// opened without one: iterate the stream to read it.
     inbox: Option<Py<PyAny>>,
+    /// `recv()` has returned the end of the stream: it stays ended.
+    ended: AtomicBool,
 }
 
 impl PyStream {
@@ -41,6 +43,7 @@ impl PyStream {
             role: Role::Request,
             responded: AtomicBool::new(false),
             inbox: None,
+            ended: AtomicBool::new(false),
         }
     }
 
@@ -52,6 +55,7 @@ impl PyStream {
             role,
             responded: AtomicBool::new(false),
             inbox: None,
+            ended: AtomicBool::new(false),
         }
     }
 
@@ -104,6 +108,8 @@ impl PyStream {
             ));
         }
         let (id, data) = message_parts(msg)?;
+        // Refused before it counts as the answer, so a valid one can follow.
+        super::transport::check_user_id(id)?;
         if self.responded.swap(true, Ordering::AcqRel) {
             return Err(UsageError::new_err(format!(
                 "request {} was already answered",
@@ -133,10 +139,17 @@ impl PyStream {
                 "recv() needs a stream opened without a callback",
             ));
         };
+        if self.ended.load(Ordering::Acquire) {
+            return Ok(py.None());
+        }
         match inbox.call_method1(py, intern!(py, "get"), (true, timeout)) {
             Err(e) if e.is_instance(py, &py.import("queue")?.getattr("Empty")?) => Err(
                 Timeout::new_err(format!("no stream message within {:?}s", timeout)),
             ),
+            Ok(m) if m.is_none(py) => {
+                self.ended.store(true, Ordering::Release);
+                Ok(m)
+            }
             other => other,
         }
     }

@@ -149,11 +149,7 @@ impl PyTransport {
     }
 
     fn _subscribe(&self, id: u64, handler: Py<PyAny>) -> PyResult<()> {
-        if builtin::is_reserved(id) || id == 0 {
-            return Err(UsageError::new_err(format!(
-                "message id {id:#x} is reserved or invalid"
-            )));
-        }
+        check_user_id(id)?;
         self.core.handler().subscribe(id, handler);
         Ok(())
     }
@@ -232,6 +228,8 @@ impl PyTransport {
         timeout: Option<f64>,
     ) -> PyResult<Py<PyAny>> {
         let (id, data) = message_parts(msg)?;
+        // The built-ins use reserved ids through round_trip; a user's may not.
+        check_user_id(id)?;
         let reply = self.round_trip(py, id, data.as_bytes(), true, self.timeout(timeout)?)?;
         let bytes = PyBytes::new(py, &reply.data);
         match response_type {
@@ -291,6 +289,13 @@ impl PyTransport {
     /// Round trip of a ping: returns the echoed text.
     #[pyo3(signature = (echo = "", timeout = None))]
     fn ping(&self, py: Python<'_>, echo: &str, timeout: Option<f64>) -> PyResult<String> {
+        // Its length travels in 2 bytes: refuse rather than cut it short.
+        if echo.len() > u16::MAX as usize {
+            return Err(UsageError::new_err(format!(
+                "ping text of {} UTF-8 bytes exceeds the protocol's 65535",
+                echo.len()
+            )));
+        }
         let data = builtin::encode_ping(echo);
         let reply = self.round_trip(py, PING_ID, &data, true, self.timeout(timeout)?)?;
         Ok(builtin::decode_ping(&reply.data).map_err(Error::from)?)
@@ -350,4 +355,14 @@ fn positive_seconds(seconds: Option<f64>) -> PyResult<Option<Duration>> {
             "period must be positive, got {s}"
         ))),
     }
+}
+
+/// Refuses message id 0 and the reserved built-in ids (0x1000..0x100F).
+pub(super) fn check_user_id(id: u64) -> PyResult<()> {
+    if builtin::is_reserved(id) || id == 0 {
+        return Err(UsageError::new_err(format!(
+            "message id {id:#x} is reserved or invalid"
+        )));
+    }
+    Ok(())
 }
