@@ -1,0 +1,154 @@
+"""Every example runs by itself, exits 0 and prints its summary."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+TIMEOUT = 60
+
+# Each example: the lines its summary must contain, in order (regexes, matched whole).
+EXPECTED: dict[str, list[str]] = {
+    "post.py": [
+        r"client posted 1000 documents, server received 1000",
+        r"last document: doc-999 \(15 bytes of body\)",
+        r"server posted 1 greeting, client received: hello from the server",
+    ],
+    "request.py": [
+        r"doc-1: found, 'the first document'",
+        r"doc-2: found, 'the second document'",
+        r"doc-9: not found",
+        r"either node can request: server asked the client for its name: example-client",
+        r"slow request timed out after 0\.2 s: Timeout",
+        r"client: 1 timeout, 1 late response dropped",
+    ],
+    "stream_close_after_100.py": [
+        r"client closed the stream after 100 entries",
+        r"server saw the client's close and stopped after sending \d+ entries",
+        r"stream ended on both sides: client callback got None",
+    ],
+    "range_query.py": [
+        r"range \[100, 150\): received 50 entries, remote closed the stream",
+        r"range \[0, 100000\): took 100 entries, then closed the stream",
+        r"server: query \[100, 150\) sent 50 of 50 entries",
+        r"server: query \[0, 100000\) sent \d+ of 100000 entries, stopped by the client",
+    ],
+}
+
+SERVER_LINES = [
+    r"example-server listening on 127\.0\.0\.1:\d+",
+    r"server: client example-client: 100 posts, 10 requests",
+    r"server: served 1 client\(s\)",
+]
+CLIENT_LINES = [
+    r"client: handshake with example-server \(version 1\)",
+    r"client: posted 100, requested 10 \(all answered\), ping 'hello'",
+    r"client: server counted 100 posts and 10 requests",
+]
+
+
+def run_example(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *args],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        cwd=EXAMPLES.parent,
+    )
+
+
+def assert_lines(output: str, patterns: list[str]) -> None:
+    """Each pattern matches a whole line of ``output``, in order."""
+    lines = output.splitlines()
+    at = 0
+    for pattern in patterns:
+        while at < len(lines) and not re.fullmatch(pattern, lines[at]):
+            at += 1
+        assert at < len(lines), f"no line matching {pattern!r} (in order) in:\n{output}"
+        at += 1
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_example_runs_and_prints_its_summary(name: str) -> None:
+    done = run_example(name)
+    assert done.returncode == 0, f"{name} exited {done.returncode}\n{done.stdout}\n{done.stderr}"
+    assert_lines(done.stdout, EXPECTED[name])
+    assert "Traceback" not in done.stderr, done.stderr
+
+
+def test_stream_example_stops_the_server_early() -> None:
+    done = run_example("range_query.py")
+    assert done.returncode == 0, done.stderr
+    m = re.search(r"query \[0, 100000\) sent (\d+) of 100000", done.stdout)
+    assert m is not None, done.stdout
+    assert 100 <= int(m.group(1)) < 100_000
+
+
+def test_server_and_client_examples_talk_to_each_other() -> None:
+    server = subprocess.Popen(
+        [sys.executable, str(EXAMPLES / "server.py"), "--port", "0", "--timeout", "30"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=EXAMPLES.parent,
+    )
+    try:
+        lines: queue.Queue[str] = queue.Queue()
+        out = server.stdout
+        assert out is not None
+
+        def pump() -> None:
+            for line in out:
+                lines.put(line)
+
+        threading.Thread(target=pump, daemon=True).start()
+        first = lines.get(timeout=TIMEOUT)
+        m = re.fullmatch(r"example-server listening on 127\.0\.0\.1:(\d+)\n", first)
+        assert m is not None, first
+        port = m.group(1)
+
+        client = run_example("client.py", "--port", port)
+        assert client.returncode == 0, f"{client.stdout}\n{client.stderr}"
+        assert_lines(client.stdout, CLIENT_LINES)
+
+        assert server.wait(timeout=TIMEOUT) == 0
+        rest: list[str] = []
+        while len(rest) < len(SERVER_LINES) - 1:
+            rest.append(lines.get(timeout=TIMEOUT))
+        assert_lines(first + "".join(rest), SERVER_LINES)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(timeout=10)
+
+
+def test_every_example_is_tested() -> None:
+    examples = {p.name for p in EXAMPLES.glob("*.py")}
+    mine = set(EXPECTED) | {"server.py", "client.py"}
+    assert mine <= examples
+    for name in mine:
+        text = (EXAMPLES / name).read_text()
+        assert text.startswith('"""'), f"{name} has no module docstring"
+        assert 'if __name__ == "__main__":' in text
+
+
+def test_examples_are_mypy_strict_clean() -> None:
+    pytest.importorskip("mypy")
+    names = sorted(set(EXPECTED) | {"server.py", "client.py"})
+    done = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", *names],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT * 2,
+        cwd=EXAMPLES,
+        env={**os.environ, "MYPY_CACHE_DIR": os.devnull},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
