@@ -130,23 +130,16 @@ impl<C: Clone> Exchanges<C> {
 
     fn take_opaque(&mut self) -> Result<u64> {
         self.check_open()?;
-        if let Some(o) = self.pool.take() {
+        let local = &self.local;
+        if let Some(o) = self.pool.take(|o| local.contains_key(&o)) {
             return Ok(o);
         }
         // Out of opaques: timed-out requests whose RESPONSE never came are
         // the only ones we may reclaim.
-        let expired: Vec<u64> = self
-            .local
-            .iter()
-            .filter(|(_, l)| matches!(l, Local::Expired))
-            .map(|(o, _)| *o)
-            .collect();
-        for o in expired {
-            self.local.remove(&o);
-            self.pool.give(o);
-        }
+        self.local.retain(|_, l| !matches!(l, Local::Expired));
+        let local = &self.local;
         self.pool
-            .take()
+            .take(|o| local.contains_key(&o))
             .ok_or(Error::OpaqueExhausted(self.pool.capacity()))
     }
 
@@ -159,9 +152,7 @@ impl<C: Clone> Exchanges<C> {
 
     /// Undoes `begin_request`/`open_stream` when the frame could not be queued.
     pub fn abandon(&mut self, opaque: u64) {
-        if self.local.remove(&opaque).is_some() {
-            self.pool.give(opaque);
-        }
+        self.local.remove(&opaque);
     }
 
     /// The requester gave up waiting. Keeps the opaque out of the pool until
@@ -177,14 +168,10 @@ impl<C: Clone> Exchanges<C> {
         match self.local.get(&opaque) {
             None => RequestFrame::NotOurs,
             Some(Local::Stream(_)) => RequestFrame::Misdirected,
-            Some(Local::Request(_)) | Some(Local::Expired) => {
-                let entry = self.local.remove(&opaque);
-                self.pool.give(opaque);
-                match entry {
-                    Some(Local::Request(slot)) => RequestFrame::Response(slot),
-                    _ => RequestFrame::LateResponse,
-                }
-            }
+            Some(Local::Request(_)) | Some(Local::Expired) => match self.local.remove(&opaque) {
+                Some(Local::Request(slot)) => RequestFrame::Response(slot),
+                _ => RequestFrame::LateResponse,
+            },
         }
     }
 
@@ -229,10 +216,6 @@ impl<C: Clone> Exchanges<C> {
         if let Some(s) = self.remote.get_mut(&opaque) {
             s.callback = callback;
         }
-    }
-
-    pub fn forget_remote(&mut self, opaque: u64) {
-        self.remote.remove(&opaque);
     }
 
     fn stream_mut(&mut self, opaque: u64, origin: Origin) -> Option<&mut StreamState<C>> {
@@ -325,7 +308,6 @@ impl<C: Clone> Exchanges<C> {
         match origin {
             Origin::Local => {
                 self.local.remove(&opaque);
-                self.pool.give(opaque);
             }
             Origin::Remote => {
                 self.remote.remove(&opaque);

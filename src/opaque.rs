@@ -1,10 +1,10 @@
 //! The pool of opaque values this side hands to the exchanges it starts.
 //! Opaques are CBOR tag numbers: at least 266, at most 15309735, never one of
-//! the tags CBOR reserves. Fresh values are minted lazily (no preallocation),
-//! and freed ones are reused oldest-first so a late frame for a finished
-//! exchange is unlikely to meet a new one on the same opaque.
-
-use std::collections::VecDeque;
+//! the tags CBOR reserves. The pool is a cursor going round the range (as the
+//! reference does), skipping opaques still in use: a freed opaque comes back
+//! only after every other one has had its turn, so a late frame for a
+//! finished exchange is unlikely to meet a new one. It stores nothing per
+//! opaque.
 
 use crate::errors::{Error, Result};
 
@@ -32,9 +32,9 @@ pub fn validate_range(start: u64, end: u64) -> Result<()> {
 
 #[derive(Debug)]
 pub struct OpaquePool {
+    start: u64,
     end: u64,
-    next_fresh: u64,
-    freed: VecDeque<u64>,
+    cursor: u64,
     capacity: u64,
 }
 
@@ -43,9 +43,9 @@ impl OpaquePool {
         validate_range(start, end)?;
         let capacity = (start..=end).filter(|o| is_valid(*o)).count() as u64;
         Ok(OpaquePool {
+            start,
             end,
-            next_fresh: start,
-            freed: VecDeque::new(),
+            cursor: start,
             capacity,
         })
     }
@@ -55,22 +55,18 @@ impl OpaquePool {
         self.capacity
     }
 
-    pub fn take(&mut self) -> Option<u64> {
-        if let Some(o) = self.freed.pop_front() {
-            return Some(o);
-        }
-        while self.next_fresh <= self.end {
-            let o = self.next_fresh;
-            self.next_fresh += 1;
-            if is_valid(o) {
+    /// The next opaque after the last one handed out that `in_use` rejects
+    /// not; `None` when every one of the range is in use.
+    pub fn take(&mut self, in_use: impl Fn(u64) -> bool) -> Option<u64> {
+        let span = self.end - self.start + 1;
+        for _ in 0..span {
+            let o = self.cursor;
+            self.cursor = if o == self.end { self.start } else { o + 1 };
+            if is_valid(o) && !in_use(o) {
                 return Some(o);
             }
         }
         None
-    }
-
-    pub fn give(&mut self, opaque: u64) {
-        self.freed.push_back(opaque);
     }
 }
 
@@ -79,16 +75,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn skips_reserved_and_reuses_oldest_first() {
+    fn goes_round_the_range_skipping_reserved_and_busy() {
         let mut p = OpaquePool::new(1000, 1005).unwrap();
         assert_eq!(p.capacity(), 3);
-        let got: Vec<u64> = std::iter::from_fn(|| p.take()).collect();
-        assert_eq!(got, vec![1000, 1004, 1005]);
-        p.give(1004);
-        p.give(1000);
-        assert_eq!(p.take(), Some(1004));
-        assert_eq!(p.take(), Some(1000));
-        assert_eq!(p.take(), None);
+        let free = |_| false;
+        assert_eq!(p.take(free), Some(1000));
+        assert_eq!(p.take(free), Some(1004));
+        assert_eq!(p.take(|o| o == 1005), Some(1000), "1005 busy: wraps round");
+        assert_eq!(p.take(free), Some(1004));
+        assert_eq!(p.take(|_| true), None);
+    }
+
+    #[test]
+    fn a_freed_opaque_waits_for_the_others() {
+        let mut p = OpaquePool::new(2000, 2009).unwrap();
+        let first = p.take(|_| false).unwrap();
+        // `first` is free again at once, yet the other nine come first.
+        let next: Vec<u64> = (0..9).map(|_| p.take(|_| false).unwrap()).collect();
+        assert!(!next.contains(&first));
+        assert_eq!(p.take(|_| false), Some(first));
     }
 
     #[test]

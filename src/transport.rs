@@ -254,9 +254,10 @@ impl<H: Handler> Core<H> {
         self.start_reader()?;
         let ours = self.whoami().encode();
         let pending = self.send_request(WHOAMI_ID, &ours, false)?;
-        let reply = self
-            .wait_response(&pending, Some(deadline))
-            .ok_or(Error::Timeout(timeout))?;
+        let Some(reply) = self.wait_response(&pending, Some(deadline)) else {
+            self.expire(&pending); // a late whoami must not hold the opaque
+            return Err(Error::Timeout(timeout));
+        };
         let reply = reply?;
         let peer = Whoami::decode(&reply.data)?;
         self.outbox

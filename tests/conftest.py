@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -12,6 +13,16 @@ import pytest
 import gofast
 
 Setup = Callable[[gofast.Transport], object]
+
+
+def wait_until(pred: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    """Polls ``pred`` until it holds (a counter, a flag); fails the test
+    after ``timeout`` seconds. For state with no event to wait on."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout}s")
+        time.sleep(0.002)
 
 
 class Pair:

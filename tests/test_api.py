@@ -9,7 +9,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 import gofast
+from conftest import wait_until
 from gofast import BinMessage
 
 POST_ID = 200
@@ -34,15 +35,6 @@ def payload(size: int, compressible: bool = False) -> bytes:
         line = b"the quick brown fox jumps over the lazy dog 0123456789\n"
         return (line * (size // len(line) + 1))[:size]
     return os.urandom(size)
-
-
-def wait_until(pred: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    """Polls ``pred`` until it holds; fails the test after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout}s")
-        time.sleep(0.002)
 
 
 def wait_idle(a: gofast.Transport, b: gofast.Transport, timeout: float = 10.0) -> None:

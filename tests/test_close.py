@@ -17,20 +17,13 @@ from typing import Any
 import pytest
 
 import gofast
+from conftest import wait_until
 from gofast import BinMessage
 
 POST_ID = 700
 SILENT_ID = 701
 STREAM_ID = 702
 CLOSE_ID = 703
-
-
-def wait_until(pred: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout}s")
-        time.sleep(0.002)
 
 
 def hold(collector: Any) -> Callable[[gofast.Stream | None, BinMessage], None]:

@@ -14,20 +14,13 @@ from typing import Any
 import pytest
 
 import gofast
+from conftest import wait_until
 from gofast import BinMessage
 
 ECHO_ID = 600
 POST_ID = 601
 SILENT_ID = 602
 NESTED_ID = 603
-
-
-def wait_until(pred: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout}s")
-        time.sleep(0.002)
 
 
 def echo(stream: gofast.Stream | None, msg: BinMessage) -> None:

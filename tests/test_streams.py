@@ -5,26 +5,18 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 import gofast
+from conftest import wait_until
 from gofast import BinMessage
 
 STREAM_ID = 500
 DATA_ID = 501
 RANGE_ID = 502
-
-
-def wait_until(pred: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout}s")
-        time.sleep(0.002)
 
 
 def released(*ts: gofast.Transport) -> None:

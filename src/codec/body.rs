@@ -11,7 +11,7 @@
 //! map, borrowing the message data from the input when nothing had to be
 //! decompressed.
 
-use super::cbor::{head_len, read_head, write_head, MAJOR_BYTES, MAJOR_TAG, MAJOR_UINT};
+use super::cbor::{head_len, read_head, Heads, MAJOR_BYTES, MAJOR_TAG, MAJOR_UINT};
 use super::compress::Encoding;
 use crate::errors::ProtocolError;
 use std::borrow::Cow;
@@ -58,13 +58,28 @@ pub fn body_len(id: u64, data_len: usize) -> usize {
 /// the wire; refusing it is the caller's business, this only writes bytes.
 #[inline]
 pub fn write_body(out: &mut Vec<u8>, id: u64, data: &[u8]) {
-    out.reserve(body_len(id, data.len()));
-    write_head(out, MAJOR_TAG, TAG_MESSAGE);
-    out.push(MAP_START);
-    write_head(out, MAJOR_TAG, TAG_ID);
-    write_head(out, MAJOR_UINT, id);
-    write_head(out, MAJOR_TAG, TAG_DATA);
-    write_head(out, MAJOR_BYTES, data.len() as u64);
+    let mut heads = Heads::new();
+    body_prefix(&mut heads, id, data.len());
+    write_prefixed(out, &heads, data);
+}
+
+/// Adds everything of a plain body that comes before the data.
+#[inline]
+pub(crate) fn body_prefix(heads: &mut Heads, id: u64, data_len: usize) {
+    heads.head(MAJOR_TAG, TAG_MESSAGE);
+    heads.bytes(&[MAP_START]);
+    heads.head(MAJOR_TAG, TAG_ID);
+    heads.head(MAJOR_UINT, id);
+    heads.head(MAJOR_TAG, TAG_DATA);
+    heads.head(MAJOR_BYTES, data_len as u64);
+}
+
+/// Appends `heads`, `data` and the map's closing break with one reserve.
+#[inline]
+pub(crate) fn write_prefixed(out: &mut Vec<u8>, heads: &Heads, data: &[u8]) {
+    let prefix = heads.as_slice();
+    out.reserve(prefix.len() + data.len() + 1);
+    out.extend_from_slice(prefix);
     out.extend_from_slice(data);
     out.push(BREAK);
 }
@@ -160,6 +175,39 @@ fn exact_bytes(buf: &[u8]) -> Result<&[u8], ProtocolError> {
 /// Parses the message map starting at `start` (just past tag 43) and
 /// returns the id and where the data lies in `buf`. The map must end `buf`.
 fn parse_message(buf: &[u8], start: usize) -> Result<(u64, Range<usize>), ProtocolError> {
+    match parse_canonical(buf, start) {
+        Some(found) => Ok(found),
+        None => parse_any_map(buf, start),
+    }
+}
+
+/// The receive fast path: the exact layout every peer writes,
+/// `bf d8 2c uint(id) d8 2d bstr(data) ff`, ending the buffer, id not 0.
+/// None sends anything else through `parse_any_map`, which accepts the
+/// other valid forms and names what is wrong with the invalid ones.
+#[inline]
+fn parse_canonical(buf: &[u8], start: usize) -> Option<(u64, Range<usize>)> {
+    let [MAP_START, 0xd8, 0x2c, rest @ ..] = buf.get(start..)? else {
+        return None;
+    };
+    let (MAJOR_UINT, id, n) = read_head(rest).ok()?? else {
+        return None;
+    };
+    let [0xd8, 0x2d, rest @ ..] = rest.get(n..)? else {
+        return None;
+    };
+    let (MAJOR_BYTES, len, n) = read_head(rest).ok()?? else {
+        return None;
+    };
+    let data_start = buf.len() - rest.len() + n;
+    let data_end = data_start.checked_add(usize::try_from(len).ok()?)?;
+    let canonical = id != 0 && data_end + 1 == buf.len() && buf.get(data_end) == Some(&BREAK);
+    canonical.then_some((id, data_start..data_end))
+}
+
+/// Parses any message map we accept: the indefinite map with its two
+/// entries in either order, or a definite map; every failure is typed.
+fn parse_any_map(buf: &[u8], start: usize) -> Result<(u64, Range<usize>), ProtocolError> {
     let mut cursor = Cursor { buf, pos: start };
     let items = cursor.map_head()?;
     let mut id = None;
@@ -292,6 +340,7 @@ mod tests {
     }
 
     fn wrap_raw(tag: u64, content: &[u8]) -> Vec<u8> {
+        use super::super::cbor::write_head;
         let mut out = Vec::new();
         write_head(&mut out, MAJOR_TAG, tag);
         write_head(&mut out, MAJOR_BYTES, content.len() as u64);

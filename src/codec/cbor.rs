@@ -41,23 +41,91 @@ pub fn head_len(value: u64) -> usize {
 /// Appends the shortest head of `major` (0..=7) carrying `value`.
 #[inline]
 pub fn write_head(out: &mut Vec<u8>, major: u8, value: u64) {
+    let mut buf = [0u8; MAX_HEAD];
+    let n = encode_head(&mut buf, major, value);
+    out.extend_from_slice(&buf[..n]);
+}
+
+/// The longest head: one byte and an 8-byte argument.
+pub const MAX_HEAD: usize = 9;
+
+/// Writes the shortest head into `buf` and returns its length. Built on the
+/// stack and copied once, which is measurably faster on the send path than
+/// pushing byte by byte.
+#[inline]
+fn encode_head(buf: &mut [u8; MAX_HEAD], major: u8, value: u64) -> usize {
     let top = (major & 0x07) << 5;
-    // The `as` casts below are exact: each branch has just checked the range.
-    match head_len(value) {
-        1 => out.push(top | value as u8),
-        2 => out.extend_from_slice(&[top | AI_U8, value as u8]),
-        3 => {
-            out.push(top | AI_U16);
-            out.extend_from_slice(&(value as u16).to_be_bytes());
+    // The `as` casts are exact: each branch has just checked the range.
+    let (info, n) = match head_len(value) {
+        1 => (value as u8, 0u32),
+        2 => (AI_U8, 1),
+        3 => (AI_U16, 2),
+        5 => (AI_U32, 4),
+        _ => (AI_U64, 8),
+    };
+    buf[0] = top | info;
+    // Always copy all 8 argument bytes, shifted so the ones that count come
+    // first: a fixed-size copy, where a variable one would call memmove.
+    let arg = value.checked_shl(8 * (8 - n)).unwrap_or(0);
+    buf[1..].copy_from_slice(&arg.to_be_bytes());
+    1 + n as usize
+}
+
+/// A short run of heads and bytes assembled on the stack and then appended
+/// to a buffer with one copy: a frame's fixed part (marker, K, packet head,
+/// opaque, body head) and a body's (tags 43/44/45, map start, id, data
+/// head) together take at most 56 bytes.
+pub(crate) struct Heads {
+    buf: [u8; Heads::CAPACITY],
+    len: usize,
+}
+
+impl Heads {
+    const CAPACITY: usize = 64;
+
+    #[inline]
+    pub(crate) fn new() -> Self {
+        Heads {
+            buf: [0; Heads::CAPACITY],
+            len: 0,
         }
-        5 => {
-            out.push(top | AI_U32);
-            out.extend_from_slice(&(value as u32).to_be_bytes());
+    }
+
+    /// Adds the shortest head of `major` carrying `value`.
+    ///
+    /// The callers' fixed layouts fit the capacity (see the tests); were one
+    /// ever to outgrow it, the bytes would go missing from `as_slice()`
+    /// rather than the process crashing. Fixed-size writes throughout: they
+    /// compile to a few moves, where variable-length copies call memmove.
+    #[inline]
+    pub(crate) fn head(&mut self, major: u8, value: u64) {
+        let end = self.len + MAX_HEAD;
+        if let Some(Ok(dst)) = self
+            .buf
+            .get_mut(self.len..end)
+            .map(<&mut [u8; MAX_HEAD]>::try_from)
+        {
+            self.len += encode_head(dst, major, value);
         }
-        _ => {
-            out.push(top | AI_U64);
-            out.extend_from_slice(&value.to_be_bytes());
+    }
+
+    /// Adds a few raw bytes (see `head` for the capacity).
+    #[inline]
+    pub(crate) fn bytes<const N: usize>(&mut self, bytes: &[u8; N]) {
+        let end = self.len + N;
+        if let Some(Ok(dst)) = self
+            .buf
+            .get_mut(self.len..end)
+            .map(<&mut [u8; N]>::try_from)
+        {
+            *dst = *bytes;
+            self.len = end;
         }
+    }
+
+    #[inline]
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        &self.buf[..self.len]
     }
 }
 
@@ -95,6 +163,20 @@ mod tests {
     use super::*;
 
     /// Boundaries of every width, the values the vectors exercise.
+    #[test]
+    fn heads_hold_the_longest_frame_and_body_prefix() {
+        let mut heads = Heads::new();
+        heads.bytes(&[0xd9, 0xd9, 0xf7, 0xc6]);
+        for _ in 0..3 {
+            heads.head(MAJOR_BYTES, u64::MAX); // packet, opaque, body heads
+        }
+        heads.bytes(&[0xd8, 0x2b, 0xbf, 0xd8, 0x2c]);
+        heads.head(MAJOR_UINT, u64::MAX);
+        heads.bytes(&[0xd8, 0x2d]);
+        heads.head(MAJOR_BYTES, u64::MAX);
+        assert_eq!(heads.as_slice().len(), 56);
+    }
+
     const EDGES: [(u64, usize); 11] = [
         (0, 1),
         (23, 1),

@@ -16,6 +16,8 @@
 
 use crate::errors::ProtocolError;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+use std::cell::Cell;
+use std::thread::LocalKey;
 use weezl::{BitOrder, LzwStatus};
 
 /// A compression the peers can agree on in whoami `tags`; each wraps a body
@@ -132,12 +134,16 @@ impl Compressors {
 
     fn gzip(&mut self, input: &[u8], out: &mut Vec<u8>) {
         out.extend_from_slice(&GZIP_HEADER);
-        let level = self.gzip_level.unwrap_or(1);
-        let deflate = self
-            .deflate
-            .get_or_insert_with(|| Compress::new(Compression::new(level), false));
-        deflate.reset();
-        deflate_all(deflate, input, out);
+        if input.len() < STORE_BELOW {
+            store(input, out);
+        } else {
+            let level = self.gzip_level.unwrap_or(1);
+            let deflate = self
+                .deflate
+                .get_or_insert_with(|| Compress::new(Compression::new(level), false));
+            deflate.reset();
+            deflate_all(deflate, input, out);
+        }
         out.extend_from_slice(&crc32fast::hash(input).to_le_bytes());
         // ISIZE is the input length modulo 2^32 (RFC 1952 §2.3.1).
         out.extend_from_slice(&(input.len() as u32).to_le_bytes());
@@ -154,6 +160,22 @@ impl Compressors {
         let result = encoder.into_vec(out).encode_all(input);
         debug_assert!(result.status.is_ok(), "lzw encode: {:?}", result.status);
     }
+}
+
+/// Inputs shorter than this go out as one stored deflate block. Resetting a
+/// deflate state costs about 5 µs (it zeroes its hash tables), far more than
+/// the few bytes deflate could save on a body this small; Go's BestSpeed
+/// likewise skips matching below 128 bytes.
+const STORE_BELOW: usize = 128;
+
+/// Appends `input` (shorter than 64 KiB) as a final stored block: BFINAL=1,
+/// BTYPE=00, padding to the byte, then LEN and its complement NLEN.
+fn store(input: &[u8], out: &mut Vec<u8>) {
+    let len = input.len() as u16;
+    out.push(0x01);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&(!len).to_le_bytes());
+    out.extend_from_slice(input);
 }
 
 /// Raw-deflates all of `input` into `out` and finishes the stream.
@@ -182,32 +204,71 @@ fn deflate_all(deflate: &mut Compress, input: &[u8], out: &mut Vec<u8>) {
 // ---------------------------------------------------------------------------
 // Decompression
 
-/// Size of the window each decompression step writes into. Output is copied
-/// from it into the result only after the `max_out` check.
-const CHUNK: usize = 16 * 1024;
+/// First growth step of a decompression buffer past its initial guess.
+const MIN_GROWTH: usize = 4096;
 
-/// Appends `bytes` to `out` unless that would pass `max_out`. Growth is
-/// capped at `max_out` so the buffer's capacity never exceeds it.
-fn push_bounded(out: &mut Vec<u8>, bytes: &[u8], max_out: usize) -> Result<(), ProtocolError> {
-    let needed = out.len().saturating_add(bytes.len());
-    if needed > max_out {
-        return Err(ProtocolError::DecompressedTooLarge(max_out));
-    }
-    if needed > out.capacity() {
-        let target = needed.max(out.capacity().saturating_mul(2)).min(max_out);
-        out.reserve_exact(target - out.len());
-    }
-    out.extend_from_slice(bytes);
-    Ok(())
+/// A decompression buffer sized for `input`: a guess at the output size,
+/// never more than `max_out`.
+fn output_buffer(input: &[u8], max_out: usize) -> Vec<u8> {
+    Vec::with_capacity(input.len().saturating_mul(4).max(64).min(max_out))
 }
 
-/// How much of the chunk one step may fill: one byte more than the room
-/// left, so that output past `max_out` is seen and reported.
-fn window(out: &[u8], max_out: usize) -> usize {
-    max_out
-        .saturating_sub(out.len())
-        .saturating_add(1)
-        .min(CHUNK)
+/// Makes room in a full `out`: doubling, but never past `max_out`, so a
+/// bomb cannot make us allocate more than the bound. Only called while
+/// `out.len() < max_out`.
+fn grow(out: &mut Vec<u8>, max_out: usize) {
+    if out.len() < out.capacity() {
+        return;
+    }
+    let target = out
+        .capacity()
+        .saturating_mul(2)
+        .max(MIN_GROWTH)
+        .min(max_out);
+    out.reserve_exact(target.saturating_sub(out.len()));
+}
+
+thread_local! {
+    /// Each thread's spare inflate and LZW decoder states (see `with_cached`).
+    static INFLATER: Cell<Option<Decompress>> = const { Cell::new(None) };
+    static UNLZW: Cell<Option<weezl::decode::Decoder>> = const { Cell::new(None) };
+}
+
+/// Runs `f` with this thread's cached decoder state, reset, or a fresh one
+/// when there is none. Building a state costs 1–2 µs, a large share of
+/// decoding a small body, and reader threads decode body after body. The
+/// state is taken out of the cell while in use, so nothing can observe it
+/// half-used, and a state left dirty by corrupt input is reset before reuse.
+fn with_cached<T: 'static, R>(
+    cache: &'static LocalKey<Cell<Option<T>>>,
+    new: fn() -> T,
+    reset: fn(&mut T),
+    f: impl FnOnce(&mut T) -> R,
+) -> R {
+    let mut state = match cache.try_with(Cell::take) {
+        Ok(Some(mut state)) => {
+            reset(&mut state);
+            state
+        }
+        // None yet, or the thread is being torn down.
+        _ => new(),
+    };
+    let result = f(&mut state);
+    // Fails only during thread teardown; the state is then simply dropped.
+    let _ = cache.try_with(|cell| cell.set(Some(state)));
+    result
+}
+
+fn new_inflater() -> Decompress {
+    Decompress::new(false)
+}
+
+fn reset_inflater(inflater: &mut Decompress) {
+    inflater.reset(false);
+}
+
+fn new_unlzw() -> weezl::decode::Decoder {
+    weezl::decode::Decoder::new(BitOrder::Lsb, 8)
 }
 
 fn corrupt_gzip(reason: &str) -> ProtocolError {
@@ -287,10 +348,12 @@ fn check_header_crc(input: &[u8], pos: usize) -> Result<usize, ProtocolError> {
 fn gunzip(input: &[u8], max_out: usize) -> Result<Vec<u8>, ProtocolError> {
     let start = gzip_header_len(input)?;
     let deflated = input.get(start..).unwrap_or_default();
-    let mut inflater = Decompress::new(false);
-    let mut out = Vec::new();
-    let ended = inflate_bounded(&mut inflater, deflated, &mut out, max_out)?;
-    let used = usize::try_from(inflater.total_in()).unwrap_or(usize::MAX);
+    let mut out = output_buffer(deflated, max_out);
+    let (ended, used) = with_cached(&INFLATER, new_inflater, reset_inflater, |inflater| {
+        let ended = inflate_bounded(inflater, deflated, &mut out, max_out)?;
+        let used = usize::try_from(inflater.total_in()).unwrap_or(usize::MAX);
+        Ok::<_, ProtocolError>((ended, used))
+    })?;
     let rest = deflated.get(used..).unwrap_or_default();
     if ended {
         check_trailer(rest, &out)?;
@@ -310,17 +373,25 @@ fn inflate_bounded(
     out: &mut Vec<u8>,
     max_out: usize,
 ) -> Result<bool, ProtocolError> {
-    let mut chunk = [0u8; CHUNK];
     loop {
         let used = usize::try_from(inflater.total_in()).unwrap_or(usize::MAX);
         let rest = input.get(used..).unwrap_or_default();
-        let window = window(out, max_out);
         let before = (inflater.total_in(), inflater.total_out());
-        let status = inflater
-            .decompress(rest, &mut chunk[..window], FlushDecompress::None)
-            .map_err(|e| ProtocolError::CorruptGzip(e.to_string()))?;
-        let produced = usize::try_from(inflater.total_out() - before.1).unwrap_or(usize::MAX);
-        push_bounded(out, chunk.get(..produced).unwrap_or_default(), max_out)?;
+        let (status, too_large) = if out.len() < max_out {
+            // Writes at most the spare capacity, which `grow` keeps within
+            // max_out; the length check is a second line of defence.
+            grow(out, max_out);
+            let status = inflater.decompress_vec(rest, out, FlushDecompress::None);
+            (status, out.len() > max_out)
+        } else {
+            // Full: any further byte is one too many.
+            let status = inflater.decompress(rest, &mut [0u8; 1], FlushDecompress::None);
+            (status, inflater.total_out() > before.1)
+        };
+        if too_large {
+            return Err(ProtocolError::DecompressedTooLarge(max_out));
+        }
+        let status = status.map_err(|e| ProtocolError::CorruptGzip(e.to_string()))?;
         if status == Status::StreamEnd {
             return Ok(true);
         }
@@ -356,25 +427,53 @@ fn check_trailer(rest: &[u8], out: &[u8]) -> Result<(), ProtocolError> {
 
 /// Decompresses an LZW stream, with or without its EOF code.
 fn unlzw(input: &[u8], max_out: usize) -> Result<Vec<u8>, ProtocolError> {
-    let mut decoder = weezl::decode::Decoder::new(BitOrder::Lsb, 8);
-    let mut out = Vec::new();
-    let mut chunk = [0u8; CHUNK];
+    let mut out = output_buffer(input, max_out);
+    with_cached(
+        &UNLZW,
+        new_unlzw,
+        weezl::decode::Decoder::reset,
+        |decoder| unlzw_bounded(decoder, input, &mut out, max_out),
+    )?;
+    Ok(out)
+}
+
+/// Feeds `input` to the LZW decoder until its EOF code or until the input
+/// runs out, appending to `out` and failing past `max_out`.
+fn unlzw_bounded(
+    decoder: &mut weezl::decode::Decoder,
+    input: &[u8],
+    out: &mut Vec<u8>,
+    max_out: usize,
+) -> Result<(), ProtocolError> {
     let mut rest = input;
     loop {
-        let window = window(&out, max_out);
-        let result = decoder.decode_bytes(rest, &mut chunk[..window]);
+        let result = if out.len() < max_out {
+            // weezl writes into initialised bytes: expose the spare capacity
+            // (bounded by max_out, see `grow`) and cut back to what it wrote.
+            grow(out, max_out);
+            let len = out.len();
+            out.resize(out.capacity().min(max_out), 0);
+            let result = decoder.decode_bytes(rest, out.get_mut(len..).unwrap_or_default());
+            out.truncate(len + result.consumed_out);
+            result
+        } else {
+            // Full: any further byte is one too many.
+            let result = decoder.decode_bytes(rest, &mut [0u8; 1]);
+            if result.consumed_out > 0 {
+                return Err(ProtocolError::DecompressedTooLarge(max_out));
+            }
+            result
+        };
         rest = rest.get(result.consumed_in..).unwrap_or_default();
-        let produced = chunk.get(..result.consumed_out).unwrap_or_default();
-        push_bounded(&mut out, produced, max_out)?;
         match result.status {
             Err(e) => return Err(ProtocolError::CorruptLzw(e.to_string())),
             // The EOF code; Go's reader ignores anything after it too.
-            Ok(LzwStatus::Done) => return Ok(out),
+            Ok(LzwStatus::Done) => return Ok(()),
             // Input exhausted without an EOF code: accepted, what was
             // decoded so far is the whole stream.
-            Ok(LzwStatus::NoProgress) => return Ok(out),
+            Ok(LzwStatus::NoProgress) => return Ok(()),
             Ok(LzwStatus::Ok) if result.consumed_in == 0 && result.consumed_out == 0 => {
-                return Ok(out)
+                return Ok(())
             }
             Ok(LzwStatus::Ok) => {}
         }
@@ -402,7 +501,18 @@ mod tests {
             .collect()
     }
 
-    const SIZES: [usize; 6] = [0, 1, 300, 4097, 70000, 300_000];
+    /// Around the stored-block cut-off, past a deflate block and an LZW
+    /// table reset, and past the decompression growth steps.
+    const SIZES: [usize; 8] = [
+        0,
+        1,
+        STORE_BELOW - 1,
+        STORE_BELOW,
+        300,
+        4097,
+        70000,
+        300_000,
+    ];
 
     #[test]
     fn names_and_tags() {
@@ -548,6 +658,32 @@ mod tests {
             }
             assert_eq!(enc.decompress(&packed, 1 << 20).unwrap().len(), 1 << 20);
         }
+    }
+
+    #[test]
+    fn cached_decoders_recover_after_corrupt_input() {
+        let input = sample(20_000, false);
+        for enc in [Encoding::Gzip, Encoding::Lzw] {
+            let mut packed = Vec::new();
+            enc.compress(&input, &mut packed);
+            for cut in [packed.len() / 3, packed.len() / 2] {
+                let mut broken = packed[..cut].to_vec();
+                broken.extend_from_slice(&[0xff; 16]);
+                let _ = enc.decompress(&broken, 20_000);
+                let _ = enc.decompress(&packed, 100); // too large, mid-stream
+                assert_eq!(enc.decompress(&packed, 20_000).unwrap(), input, "{enc:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn small_gzip_bodies_are_one_stored_block() {
+        let mut packed = Vec::new();
+        Encoding::Gzip.compress(b"abc", &mut packed);
+        assert_eq!(
+            hex::encode(&packed[10..]),
+            "010300fcff616263c241243503000000"
+        );
     }
 
     #[test]

@@ -12,8 +12,8 @@
 //! precomputes every length and writes straight into the buffer: that is the
 //! hot path. Compressed, it goes through the reusable buffers of a `Scratch`.
 
-use super::body::{body_len, write_body};
-use super::cbor::{head_len, read_head, write_head, MAJOR_BYTES, MAJOR_TAG};
+use super::body::{body_len, body_prefix, write_body, write_prefixed};
+use super::cbor::{head_len, read_head, write_head, Heads, MAJOR_BYTES, MAJOR_TAG};
 use super::compress::{Compressors, Encoding};
 use crate::errors::ProtocolError;
 
@@ -286,11 +286,17 @@ pub fn encode_frame(
     if kind == Kind::Finish {
         encode_finish(out, opaque);
     } else if encodings.is_empty() {
-        write_frame_head(out, kind, opaque, body_len(id, data.len()));
-        write_body(out, id, data);
+        // The hot path: every byte before the data in one stack buffer.
+        let mut heads = Heads::new();
+        frame_prefix(&mut heads, kind, opaque, body_len(id, data.len()));
+        body_prefix(&mut heads, id, data.len());
+        write_prefixed(out, &heads, data);
     } else {
         let body = compressed_body(id, data, encodings, scratch);
-        write_frame_head(out, kind, opaque, body.len());
+        let mut heads = Heads::new();
+        frame_prefix(&mut heads, kind, opaque, body.len());
+        out.reserve(heads.as_slice().len() + body.len());
+        out.extend_from_slice(heads.as_slice());
         out.extend_from_slice(body);
     }
 }
@@ -307,15 +313,15 @@ pub fn encode_finish(out: &mut Vec<u8>, opaque: u64) {
     out.push(BREAK);
 }
 
-/// Writes everything before the body, with room reserved for the body too.
-fn write_frame_head(out: &mut Vec<u8>, kind: Kind, opaque: u64, body_len: usize) {
+/// Adds everything of a frame that comes before its body.
+#[inline]
+fn frame_prefix(heads: &mut Heads, kind: Kind, opaque: u64, body_len: usize) {
     let packet_len = head_len(opaque) + head_len(body_len as u64) + body_len;
-    out.reserve(PACKET_AT + head_len(packet_len as u64) + packet_len);
-    out.extend_from_slice(&MARKER);
-    out.push(kind.byte());
-    write_head(out, MAJOR_BYTES, packet_len as u64);
-    write_head(out, MAJOR_TAG, opaque);
-    write_head(out, MAJOR_BYTES, body_len as u64);
+    heads.bytes(&MARKER);
+    heads.bytes(&[kind.byte()]);
+    heads.head(MAJOR_BYTES, packet_len as u64);
+    heads.head(MAJOR_TAG, opaque);
+    heads.head(MAJOR_BYTES, body_len as u64);
 }
 
 /// Builds the wrapped body in `scratch` and returns it.
