@@ -201,7 +201,8 @@ fn parse_canonical(buf: &[u8], start: usize) -> Option<(u64, Range<usize>)> {
     };
     let data_start = buf.len() - rest.len() + n;
     let data_end = data_start.checked_add(usize::try_from(len).ok()?)?;
-    let canonical = id != 0 && data_end + 1 == buf.len() && buf.get(data_end) == Some(&BREAK);
+    // The break is the last byte, right after the data.
+    let canonical = id != 0 && buf.get(data_end..) == Some(&[BREAK][..]);
     canonical.then_some((id, data_start..data_end))
 }
 
@@ -373,6 +374,37 @@ mod tests {
                 assert_eq!((m.id, m.data.as_ref()), (id, data.as_slice()));
             }
         }
+    }
+
+    #[test]
+    fn fast_path_agrees_with_the_general_parser() {
+        for id in [1, 23, 24, 256, 1 << 40, u64::MAX] {
+            for len in [0, 1, 23, 24, 300] {
+                let b = body(id, &vec![9u8; len]);
+                let fast = parse_canonical(&b, 2);
+                assert!(fast.is_some(), "id {id} len {len}");
+                assert_eq!(fast, parse_any_map(&b, 2).ok());
+            }
+        }
+        // Anything else falls through to the general parser.
+        for other in [
+            "d82bbfd82d4161d82c1864ff",
+            "d82ba1d82c1864d82d4161",
+            "d82bbfd82c00d82d4161ff",
+            "d82bbfd82c1864d82d4161ff00",
+            "d82bbfd82c1864d82d4161",
+            "d82bbfd82c1864d82d5bffffffffffffffff61ff",
+        ] {
+            assert_eq!(
+                parse_canonical(&hex::decode(other).unwrap(), 2),
+                None,
+                "{other}"
+            );
+        }
+        // A non-shortest id is still the canonical layout.
+        let wide = hex::decode("d82bbfd82c1b0000000000000064d82d4161ff").unwrap();
+        assert_eq!(parse_canonical(&wide, 2), Some((100, 17..18)));
+        assert_eq!(parse_any_map(&wide, 2), Ok((100, 17..18)));
     }
 
     #[test]

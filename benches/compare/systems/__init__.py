@@ -1,0 +1,64 @@
+"""The systems compared, as static data: importing this does not import any of them.
+
+A cell's processes import only their own system's module (``child.py`` does it
+by name), so the peak RSS a side reports holds that system's libraries alone.
+Each module defines ``serve(spec) -> ServerHandle`` and
+``drive(spec, endpoint) -> Outcome`` for the kinds listed here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..spec import KINDS, Kind
+
+
+@dataclass(frozen=True)
+class SystemInfo:
+    """A system's name in the table, its module in this package, what it runs."""
+
+    name: str
+    module: str
+    kinds: tuple[Kind, ...]
+    how: str
+
+
+SYSTEMS: tuple[SystemInfo, ...] = (
+    SystemInfo("gofast", "gofast_sys", KINDS, "this package, sync API, default settings"),
+    SystemInfo(
+        "grpcio",
+        "grpc_sys",
+        KINDS,
+        "sync server, ThreadPoolExecutor(16); client-streaming one-way, unary requests, "
+        "server-streaming stream; bytes, no codegen",
+    ),
+    SystemInfo(
+        "pyzmq",
+        "zmq_sys",
+        KINDS,
+        "PUSH/PULL one-way and stream, REQ/REP sequential, DEALER/ROUTER 16 outstanding",
+    ),
+    SystemInfo(
+        "asyncio",
+        "asyncio_sys",
+        KINDS,
+        "asyncio streams, 4-byte length-prefixed frames; 16 tasks pipelining ids",
+    ),
+    SystemInfo("raw socket", "raw_sys", ("bulk",), "blocking sendall/recv_into: loopback limit"),
+)
+
+GO_REFERENCE = "n/a (reference not obtainable)"
+"""The Go reference row: its module is refused by the Go module proxy (403), so
+it cannot be built here, and no number is shown for it."""
+
+
+def by_name(names: str | None) -> list[SystemInfo]:
+    """The systems named in a comma-separated list (all when None)."""
+    if not names:
+        return list(SYSTEMS)
+    table = {s.name: s for s in SYSTEMS}
+    table.update({s.module.removesuffix("_sys"): s for s in SYSTEMS})
+    unknown = [x for x in names.split(",") if x not in table]
+    if unknown:
+        raise SystemExit(f"unknown system(s): {', '.join(unknown)}; known: {', '.join(table)}")
+    return [table[x] for x in names.split(",")]

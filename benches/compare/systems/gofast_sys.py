@@ -1,0 +1,113 @@
+"""gofast for Python, driven as in benches/throughput.py: default settings, the
+sync API, handlers subscribed by id on the server, one transport per client.
+
+Every message is a ``gofast.BinMessage(id, payload)``, so the bytes on the wire
+are the payload plus gofast's own framing, as for every other system.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import gofast
+
+from ..spec import Endpoint, Outcome, ServerHandle, Spec
+from ._common import check_count, check_reply, threaded_requests, timed_requests
+
+DATA_ID, COUNT_ID, STREAM_ID, ECHO_ID = 100, 101, 102, 103
+
+
+def serve(spec: Spec) -> ServerHandle:
+    """Accepts one client in a thread; counts posts, echoes requests, and pumps
+    ``n`` messages down a stream from its own thread (handlers must return fast)."""
+    listener = gofast.listen(("127.0.0.1", 0))
+    count = [0]
+    payload = gofast.BinMessage(STREAM_ID, spec.payload())
+    keep: list[Any] = [listener]
+
+    def on_data(_s: Any, _m: gofast.BinMessage) -> None:
+        count[0] += 1
+
+    def on_count(s: Any, _m: gofast.BinMessage) -> None:
+        s.respond(gofast.BinMessage(COUNT_ID, str(count[0]).encode()))
+
+    def on_echo(s: Any, m: gofast.BinMessage) -> None:
+        s.respond(m)
+
+    def on_stream(s: Any, m: gofast.BinMessage) -> Any:
+        n = int(m.data)
+
+        def pump() -> None:
+            for _ in range(n):
+                s.send(payload)
+            s.close()
+
+        threading.Thread(target=pump, daemon=True).start()
+        return lambda _msg: None
+
+    def accept() -> None:
+        t = listener.accept(name="compare-server")
+        keep.append(t)
+        t.subscribe(DATA_ID, on_data).subscribe(COUNT_ID, on_count)
+        t.subscribe(ECHO_ID, on_echo).subscribe(STREAM_ID, on_stream)
+        t.handshake()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return ServerHandle({"port": listener.address[1]}, lambda: count[0])
+
+
+def drive(spec: Spec, endpoint: Endpoint) -> Outcome:
+    t = gofast.Transport.connect(("127.0.0.1", endpoint["port"]), name="compare-client")
+    t.handshake()
+    try:
+        if spec.kind in ("oneway", "bulk"):
+            return _oneway(t, spec)
+        if spec.kind == "stream":
+            return _stream(t, spec)
+        echo = gofast.BinMessage(ECHO_ID, spec.payload())
+
+        def one() -> None:
+            check_reply(t.request(echo).data, spec.size)
+
+        timed_requests(spec.warmup, one)
+        if spec.kind == "request":
+            start = time.perf_counter()
+            lat = timed_requests(spec.n, one)
+            return Outcome(spec.n, time.perf_counter() - start, lat)
+        return threaded_requests(spec.n, spec.concurrency, one)
+    finally:
+        t.close()
+
+
+def _oneway(t: gofast.Transport, spec: Spec) -> Outcome:
+    """n posts, then a request for the server's count: it is answered only after
+    every post before it on the connection was handled."""
+    msg = gofast.BinMessage(DATA_ID, spec.payload())
+    start = time.perf_counter()
+    for _ in range(spec.n):
+        t.post(msg)
+    got = int(t.request(gofast.BinMessage(COUNT_ID, b"")).data)
+    seconds = time.perf_counter() - start
+    check_count("server received", got, spec.n)
+    return Outcome(got, seconds)
+
+
+def _stream(t: gofast.Transport, spec: Spec) -> Outcome:
+    finished = threading.Event()
+    received = [0]
+
+    def on_msg(m: gofast.BinMessage | None) -> None:
+        if m is None:
+            finished.set()
+        else:
+            received[0] += 1
+
+    start = time.perf_counter()
+    s = t.stream(gofast.BinMessage(STREAM_ID, str(spec.n).encode()), on_msg)
+    finished.wait()
+    seconds = time.perf_counter() - start
+    s.close()
+    check_count("client received", received[0], spec.n)
+    return Outcome(received[0], seconds)
