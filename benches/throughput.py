@@ -5,6 +5,9 @@ Workloads (64-byte payloads unless --size says otherwise):
   stream     one STREAM carrying N messages server -> client callback
   request    sequential REQUEST/RESPONSE round trips
   request16  16 client threads doing requests at once
+  post_many     POSTs handed over 1,000 per call
+  post_batched  the same, into a server handler that takes lists (subscribe_batch)
+  request_many  requests pipelined 100 per call (request_many)
 Each is printed as messages/s beside a baseline measured in the same run:
 plain Python blocking sockets with 4-byte length prefixes (one-way, and
 request/response), so the ratio means something on a noisy machine.
@@ -29,7 +32,7 @@ from typing import Any
 
 import gofast
 
-POST_ID, COUNT_ID, STREAM_ID, ECHO_ID = 100, 101, 102, 103
+POST_ID, COUNT_ID, STREAM_ID, ECHO_ID, BATCH_ID = 100, 101, 102, 103, 104
 
 
 # ---- gofast server process -------------------------------------------------------
@@ -63,7 +66,11 @@ def gofast_server(port_q: Any, size: int, settings: dict[str, Any]) -> None:
         threading.Thread(target=pump).start()
         return lambda _msg: None
 
+    def on_batch(msgs: list[gofast.BinMessage]) -> None:
+        count[0] += len(msgs)
+
     t.subscribe(POST_ID, on_post).subscribe(COUNT_ID, on_count)
+    t.subscribe_batch(BATCH_ID, on_batch)
     t.subscribe(ECHO_ID, on_echo).subscribe(STREAM_ID, on_stream)
     done = threading.Event()
     t.subscribe(999, lambda s, m: (s.respond(m), done.set()))
@@ -98,6 +105,13 @@ def run_gofast(
                 t.post_many(batch)
             got = int(t.request(gofast.BinMessage(COUNT_ID, b"")).data)
             results["post_many"] = got / (time.perf_counter() - start)
+        if "post_batched" in workloads:
+            batch = [gofast.BinMessage(BATCH_ID, b"p" * size)] * 1000
+            start = time.perf_counter()
+            for _ in range(n // 1000):
+                t.post_many(batch)
+            got = int(t.request(gofast.BinMessage(COUNT_ID, b"")).data)
+            results["post_batched"] = got / (time.perf_counter() - start)
         if "stream" in workloads:
             finished = threading.Event()
             received = [0]
@@ -131,6 +145,12 @@ def run_gofast(
             with ThreadPoolExecutor(16) as pool:
                 list(pool.map(worker, range(16)))
             results["request16"] = per * 16 / (time.perf_counter() - start)
+        if "request_many" in workloads:
+            batch = [echo] * 100
+            start = time.perf_counter()
+            for _ in range(reqs // 100):
+                t.request_many(batch)
+            results["request_many"] = reqs // 100 * 100 / (time.perf_counter() - start)
         results["client_stats"] = t.stats()  # type: ignore[assignment]
         t.request(gofast.BinMessage(999, b""))
     finally:
@@ -233,7 +253,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="100k messages instead of 1M")
     ap.add_argument("-n", type=int, default=None, help="messages per one-way workload")
     ap.add_argument("--size", type=int, default=64, help="payload bytes")
-    ap.add_argument("--workloads", default="post,post_many,stream,request,request16")
+    ap.add_argument(
+        "--workloads", default="post,post_many,post_batched,stream,request,request16,request_many"
+    )
     ap.add_argument("--batchsize", type=int, default=1)
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args()
@@ -256,7 +278,7 @@ def main() -> None:
     for w in workloads:
         if w not in ours:
             continue
-        b = base.get(w) or base.get("post" if w == "post_many" else "")
+        b = base.get(w) or base.get("post" if w.startswith("post") else "")
         ratio = f"{ours[w] / b:.2f}" if b else "-"
         print(f"{w:<12}{ours[w]:>14,.0f}{(b or 0):>18,.0f}{ratio:>8}")
     print(f"idle transport: {idle:.1f} KiB RSS each")

@@ -43,6 +43,12 @@ pub trait Handler: Send + Sync + Sized + 'static {
     /// the GIL across it so the per-message calls below don't each take it.
     fn batch(&self, run: &mut dyn FnMut());
     fn on_post(&self, core: &Arc<Core<Self>>, msg: &Message<'_>) -> Dispatched;
+    /// Whether POSTs with this id go to a batch handler (`on_posts`).
+    fn batches_posts(&self, _id: u64) -> bool {
+        false
+    }
+    /// Consecutive POSTs of one id from one read, all for a batch handler.
+    fn on_posts(&self, _core: &Arc<Core<Self>>, _msgs: &[Message<'_>]) {}
     fn on_request(&self, core: &Arc<Core<Self>>, opaque: u64, msg: &Message<'_>) -> Dispatched;
     /// `Err(NoHandler)` drops the stream; `Ok(None)` keeps it without a callback.
     fn on_stream_start(
@@ -328,12 +334,18 @@ impl<H: Handler> Core<H> {
     /// Sends a REQUEST and registers where its RESPONSE goes.
     pub fn send_request(&self, id: u64, data: &[u8], compress: bool) -> Result<PendingRequest> {
         if self.is_reader_thread() {
-            return Err(Error::InvalidArgument(
-                "request() inside a handler would wait for the reader thread that runs it; \
-                 hand the request to another thread"
-                    .into(),
-            ));
+            return Err(reader_thread_request());
         }
+        self.send_one_request(id, data, compress, Urgency::Direct)
+    }
+
+    fn send_one_request(
+        &self,
+        id: u64,
+        data: &[u8],
+        compress: bool,
+        urgency: Urgency,
+    ) -> Result<PendingRequest> {
         let (opaque, slot) = self.ex.lock().begin_request()?;
         let out = Out::Msg {
             kind: Kind::Request,
@@ -343,7 +355,7 @@ impl<H: Handler> Core<H> {
             compress,
         };
         loop {
-            match self.push(out, Urgency::Direct) {
+            match self.push(out, urgency) {
                 Ok(true) => break,
                 Ok(false) => self.outbox.wait_room(None),
                 Err(e) => {
@@ -355,6 +367,30 @@ impl<H: Handler> Core<H> {
         Stats::incr(&self.stats.n_tx);
         Stats::incr(&self.stats.n_txreq);
         Ok(PendingRequest { opaque, slot })
+    }
+
+    /// Sends several REQUESTs with one wake-up of the writer (the last one
+    /// flushes them all). On an error, those already sent are expired.
+    pub fn send_requests(&self, msgs: &[(u64, &[u8])]) -> Result<Vec<PendingRequest>> {
+        if self.is_reader_thread() {
+            return Err(reader_thread_request());
+        }
+        let mut sent = Vec::with_capacity(msgs.len());
+        for (i, (id, data)) in msgs.iter().enumerate() {
+            let urgency = if i + 1 == msgs.len() {
+                Urgency::Direct
+            } else {
+                Urgency::Batch
+            };
+            match self.send_one_request(*id, data, true, urgency) {
+                Ok(p) => sent.push(p),
+                Err(e) => {
+                    sent.iter().for_each(|p| self.expire(p));
+                    return Err(e);
+                }
+            }
+        }
+        Ok(sent)
     }
 
     /// Waits for the RESPONSE until `deadline`; `None` if it passed first
@@ -663,9 +699,12 @@ impl<H: Handler> Core<H> {
                 .any(|f| !(f.kind == Kind::Request && ex.is_response(f.opaque)))
         };
         let mut run = || {
+            // Consecutive POSTs for one batch handler become one call.
+            let mut posts: Vec<Message<'_>> = Vec::new();
             for f in frames {
-                self.handle_frame(f, &buf[f.body.clone()]);
+                self.handle_frame(f, &buf[f.body.clone()], &mut posts);
             }
+            self.flush_posts(&mut posts);
         };
         self.outbox.corked(|| {
             if needs_handler {
@@ -697,10 +736,19 @@ impl<H: Handler> Core<H> {
         self.stats.drop_frame(f.len);
     }
 
-    fn handle_frame(self: &Arc<Self>, f: &FrameRef, body: &[u8]) {
+    /// `posts`: batched POSTs not yet delivered; anything else goes after them.
+    fn handle_frame<'b>(
+        self: &Arc<Self>,
+        f: &FrameRef,
+        body: &'b [u8],
+        posts: &mut Vec<Message<'b>>,
+    ) {
         Stats::incr(&self.stats.n_rx);
+        if f.kind != Kind::Post {
+            self.flush_posts(posts);
+        }
         match f.kind {
-            Kind::Post => self.on_post(f, body),
+            Kind::Post => self.on_post(f, body, posts),
             Kind::Request => self.on_request_frame(f, body),
             Kind::StreamStart => self.on_stream_start(f, body),
             Kind::StreamMsg => self.on_stream_msg(f, body),
@@ -708,11 +756,26 @@ impl<H: Handler> Core<H> {
         }
     }
 
-    fn on_post(self: &Arc<Self>, f: &FrameRef, body: &[u8]) {
+    fn flush_posts(self: &Arc<Self>, posts: &mut Vec<Message<'_>>) {
+        if !posts.is_empty() {
+            self.handler.on_posts(self, posts);
+            posts.clear();
+        }
+    }
+
+    fn on_post<'b>(self: &Arc<Self>, f: &FrameRef, body: &'b [u8], posts: &mut Vec<Message<'b>>) {
         Stats::incr(&self.stats.n_rxpost);
         let Some(msg) = self.message(f, body) else {
             return;
         };
+        if self.handler.batches_posts(msg.id) {
+            if posts.first().is_some_and(|p| p.id != msg.id) {
+                self.flush_posts(posts);
+            }
+            posts.push(msg);
+            return;
+        }
+        self.flush_posts(posts);
         if msg.id == HEARTBEAT_ID {
             Stats::incr(&self.stats.n_rxbeats);
             *self.silent_since.lock() = Some(Instant::now());
@@ -848,6 +911,15 @@ impl<H: Handler> Core<H> {
             }
         }
     }
+}
+
+/// A request from a handler would wait for the reader thread running it.
+fn reader_thread_request() -> Error {
+    Error::InvalidArgument(
+        "request() inside a handler would wait for the reader thread that runs it; \
+         hand the request to another thread"
+            .into(),
+    )
 }
 
 /// Where `body` (a sub-slice of `window`, or an empty slice from anywhere)

@@ -38,7 +38,9 @@ WORKLOADS: tuple[Workload, ...] = (
     Workload("oneway-64", "one-way 64 B", "oneway", 64, 1_000_000, 50_000),
     Workload("oneway-512", "one-way 512 B", "oneway", 512, 1_000_000, 50_000),
     Workload("request", "request-response 64 B, sequential", "request", 64, 20_000, 2_000, 200),
-    Workload("request16", "request-response 64 B, 16 concurrent", "request16", 64, 40_000, 4_000, 320),
+    Workload(
+        "request16", "request-response 64 B, 16 concurrent", "request16", 64, 40_000, 4_000, 320
+    ),
     Workload("stream", "one stream server->client 64 B", "stream", 64, 1_000_000, 50_000),
     Workload("bulk-64k", "bulk 64 KiB messages", "bulk", 65_536, 16_384, 2_048),
 )

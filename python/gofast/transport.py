@@ -111,6 +111,16 @@ class Transport(_native.Transport):
         self._subscribe(_check_id(msg_id), handler)
         return self
 
+    def subscribe_batch(
+        self, message_type: type[Any] | int, handler: Callable[[list[BinMessage]], object]
+    ) -> Self:
+        """Routes POSTs of ``message_type`` to ``handler(messages)``, which
+        gets every such POST of one socket read as one list, in order: one
+        Python call for many messages, when per-call overhead dominates."""
+        msg_id = message_type if isinstance(message_type, int) else message_type.ID
+        self._subscribe_batch(_check_id(msg_id), handler)
+        return self
+
     def default_handler(self, handler: Handler | None) -> Self:
         """Handles every message id without a subscribed handler."""
         self._set_default_handler(handler)

@@ -5,6 +5,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -23,11 +25,20 @@ type PyCallable = Arc<Py<PyAny>>;
 pub struct PyHandler {
     handlers: Mutex<HashMap<u64, PyCallable>>,
     default: Mutex<Option<PyCallable>>,
+    /// POST handlers that take a list of messages at a time.
+    batch_handlers: Mutex<HashMap<u64, PyCallable>>,
+    /// Saves a lock per POST while nobody subscribed a batch handler.
+    any_batch: AtomicBool,
 }
 
 impl PyHandler {
     pub fn subscribe(&self, id: u64, handler: Py<PyAny>) {
         self.handlers.lock().insert(id, Arc::new(handler));
+    }
+
+    pub fn subscribe_batch(&self, id: u64, handler: Py<PyAny>) {
+        self.batch_handlers.lock().insert(id, Arc::new(handler));
+        self.any_batch.store(true, Ordering::Release);
     }
 
     pub fn set_default(&self, handler: Option<Py<PyAny>>) {
@@ -78,6 +89,32 @@ impl Handler for PyHandler {
         };
         self.call(core, &h, None, msg);
         Dispatched::Handled
+    }
+
+    fn batches_posts(&self, id: u64) -> bool {
+        self.any_batch.load(Ordering::Acquire) && self.batch_handlers.lock().contains_key(&id)
+    }
+
+    fn on_posts(&self, core: &Arc<Core<Self>>, msgs: &[Message<'_>]) {
+        let Some(first) = msgs.first() else { return };
+        let Some(h) = self.batch_handlers.lock().get(&first.id).cloned() else {
+            return;
+        };
+        Python::attach(|py| {
+            let called = msgs
+                .iter()
+                .map(|m| BinMessage::from_wire(py, m))
+                .collect::<PyResult<Vec<_>>>()
+                .and_then(|list| h.call1(py, (list,)));
+            if let Err(e) = called {
+                report(
+                    py,
+                    core,
+                    &format!("batch handler for message id {}", first.id),
+                    e,
+                );
+            }
+        });
     }
 
     fn on_request(&self, core: &Arc<Core<Self>>, opaque: u64, msg: &Message<'_>) -> Dispatched {
@@ -162,9 +199,11 @@ impl Handler for PyHandler {
         // Drop the handlers with the GIL: they may hold the last reference
         // to the transport's Python object (a cycle Python cannot see).
         let handlers = std::mem::take(&mut *self.handlers.lock());
+        let batch_handlers = std::mem::take(&mut *self.batch_handlers.lock());
         let default = self.default.lock().take();
         Python::attach(|_py| {
             drop(handlers);
+            drop(batch_handlers);
             drop(default);
         });
     }

@@ -64,34 +64,66 @@ impl PyTransport {
     ) -> PyResult<OwnedMessage> {
         let core = &self.core;
         let deadline = timeout.map(|t| Instant::now() + t);
-        let slice = || {
-            let next = Instant::now() + SIGNAL_CHECK;
-            Some(deadline.map_or(next, |d| d.min(next)))
-        };
-        let (pending, mut reply) = py.detach(|| -> Result<(PendingRequest, _), Error> {
+        let (pending, first) = py.detach(|| -> Result<(PendingRequest, _), Error> {
             let p = core.send_request(id, data, compress)?;
-            let r = core.wait_response(&p, slice());
+            let r = core.wait_response(&p, signal_slice(deadline));
             Ok((p, r))
         })?;
+        self.finish_wait(py, &pending, first, deadline, timeout)
+    }
+
+    /// Waits out a sent request: without the GIL, waking now and then for
+    /// signals; a timeout or a signal leaves the opaque quarantined.
+    fn finish_wait(
+        &self,
+        py: Python<'_>,
+        pending: &PendingRequest,
+        mut reply: Option<Result<OwnedMessage, Error>>,
+        deadline: Option<Instant>,
+        timeout: Option<Duration>,
+    ) -> PyResult<OwnedMessage> {
+        let core = &self.core;
         loop {
             if let Some(r) = reply {
                 return Ok(r?);
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
-                core.expire(&pending);
-                let t = timeout.unwrap_or_default();
-                return Err(Timeout::new_err(format!(
-                    "no response within {:.3}s",
-                    t.as_secs_f64()
-                )));
+                core.expire(pending);
+                let t = timeout.unwrap_or_default().as_secs_f64();
+                return Err(Timeout::new_err(format!("no response within {t:.3}s")));
             }
             if let Err(e) = py.check_signals() {
-                core.expire(&pending);
+                core.expire(pending);
                 return Err(e);
             }
-            reply = py.detach(|| core.wait_response(&pending, slice()));
+            reply = py.detach(|| core.wait_response(pending, signal_slice(deadline)));
         }
     }
+
+    fn reply_object(
+        py: Python<'_>,
+        reply: OwnedMessage,
+        response_type: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let bytes = PyBytes::new(py, &reply.data);
+        match response_type {
+            Some(t) => Ok(t.call_method1(intern!(py, "decode"), (bytes,))?.unbind()),
+            None => Ok(Py::new(
+                py,
+                BinMessage {
+                    id: reply.id,
+                    data: bytes.unbind(),
+                },
+            )?
+            .into_any()),
+        }
+    }
+}
+
+/// The next time a blocked call wakes to let Python see Ctrl-C.
+fn signal_slice(deadline: Option<Instant>) -> Option<Instant> {
+    let next = Instant::now() + SIGNAL_CHECK;
+    Some(deadline.map_or(next, |d| d.min(next)))
 }
 
 #[pymethods]
@@ -151,6 +183,12 @@ impl PyTransport {
     fn _subscribe(&self, id: u64, handler: Py<PyAny>) -> PyResult<()> {
         check_user_id(id)?;
         self.core.handler().subscribe(id, handler);
+        Ok(())
+    }
+
+    fn _subscribe_batch(&self, id: u64, handler: Py<PyAny>) -> PyResult<()> {
+        check_user_id(id)?;
+        self.core.handler().subscribe_batch(id, handler);
         Ok(())
     }
 
@@ -231,18 +269,43 @@ impl PyTransport {
         // The built-ins use reserved ids through round_trip; a user's may not.
         check_user_id(id)?;
         let reply = self.round_trip(py, id, data.as_bytes(), true, self.timeout(timeout)?)?;
-        let bytes = PyBytes::new(py, &reply.data);
-        match response_type {
-            Some(t) => Ok(t.call_method1(intern!(py, "decode"), (bytes,))?.unbind()),
-            None => Ok(Py::new(
-                py,
-                BinMessage {
-                    id: reply.id,
-                    data: bytes.unbind(),
-                },
-            )?
-            .into_any()),
+        Self::reply_object(py, reply, response_type)
+    }
+
+    /// Sends all `msgs` as REQUESTs at once (pipelined: one wake-up of the
+    /// writer, not one round trip each) and returns their responses in the
+    /// same order. `timeout` bounds the whole batch.
+    #[pyo3(signature = (msgs, response_type = None, timeout = None))]
+    fn request_many(
+        &self,
+        py: Python<'_>,
+        msgs: &Bound<'_, PyAny>,
+        response_type: Option<&Bound<'_, PyAny>>,
+        timeout: Option<f64>,
+    ) -> PyResult<Vec<Py<PyAny>>> {
+        let mut parts = Vec::new();
+        for msg in msgs.try_iter()? {
+            let (id, data) = message_parts(&msg?)?;
+            check_user_id(id)?;
+            parts.push((id, data));
         }
+        let timeout = self.timeout(timeout)?;
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let frames: Vec<(u64, &[u8])> = parts.iter().map(|(id, d)| (*id, d.as_bytes())).collect();
+        let core = &self.core;
+        let pending = py.detach(|| core.send_requests(&frames))?;
+        let mut replies = Vec::with_capacity(pending.len());
+        for (i, p) in pending.iter().enumerate() {
+            let first = py.detach(|| core.wait_response(p, signal_slice(deadline)));
+            match self.finish_wait(py, p, first, deadline, timeout) {
+                Ok(r) => replies.push(Self::reply_object(py, r, response_type)?),
+                Err(e) => {
+                    pending[i + 1..].iter().for_each(|rest| core.expire(rest));
+                    return Err(e);
+                }
+            }
+        }
+        Ok(replies)
     }
 
     /// Opens a stream with its first message; `callback(msg)` gets every

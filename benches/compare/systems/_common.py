@@ -11,9 +11,13 @@ from collections.abc import Callable
 
 from ..spec import CellError, Outcome
 
+_KEPT: list[object] = []
 
-def now_ns() -> int:
-    return time.perf_counter_ns()
+
+def keep_alive(obj: object) -> None:
+    """Holds a server's objects for the life of the process: some libraries stop
+    serving when theirs are garbage collected (grpc.Server, gofast.Transport)."""
+    _KEPT.append(obj)
 
 
 def split(total: int, parts: int) -> list[int]:

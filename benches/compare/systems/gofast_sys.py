@@ -14,7 +14,7 @@ from typing import Any
 import gofast
 
 from ..spec import Endpoint, Outcome, ServerHandle, Spec
-from ._common import check_count, check_reply, threaded_requests, timed_requests
+from ._common import check_count, check_reply, keep_alive, threaded_requests, timed_requests
 
 DATA_ID, COUNT_ID, STREAM_ID, ECHO_ID = 100, 101, 102, 103
 
@@ -25,7 +25,6 @@ def serve(spec: Spec) -> ServerHandle:
     listener = gofast.listen(("127.0.0.1", 0))
     count = [0]
     payload = gofast.BinMessage(STREAM_ID, spec.payload())
-    keep: list[Any] = [listener]
 
     def on_data(_s: Any, _m: gofast.BinMessage) -> None:
         count[0] += 1
@@ -49,11 +48,12 @@ def serve(spec: Spec) -> ServerHandle:
 
     def accept() -> None:
         t = listener.accept(name="compare-server")
-        keep.append(t)
+        keep_alive(t)
         t.subscribe(DATA_ID, on_data).subscribe(COUNT_ID, on_count)
         t.subscribe(ECHO_ID, on_echo).subscribe(STREAM_ID, on_stream)
         t.handshake()
 
+    keep_alive(listener)
     threading.Thread(target=accept, daemon=True).start()
     return ServerHandle({"port": listener.address[1]}, lambda: count[0])
 

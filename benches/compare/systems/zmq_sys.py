@@ -23,7 +23,7 @@ import time
 import zmq
 
 from ..spec import Endpoint, Outcome, ServerHandle, Spec
-from ._common import check_count, check_reply, timed_requests
+from ._common import check_count, check_reply, keep_alive, timed_requests
 
 END = b""
 
@@ -36,9 +36,7 @@ def _bind(ctx: zmq.Context[zmq.Socket[bytes]], kind: int) -> tuple[zmq.Socket[by
     return sock, int(endpoint.rsplit(":", 1)[1])
 
 
-def _connect(
-    ctx: zmq.Context[zmq.Socket[bytes]], kind: int, port: int
-) -> zmq.Socket[bytes]:
+def _connect(ctx: zmq.Context[zmq.Socket[bytes]], kind: int, port: int) -> zmq.Socket[bytes]:
     sock = ctx.socket(kind)
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(f"tcp://127.0.0.1:{port}")
@@ -88,6 +86,7 @@ def serve(spec: Spec) -> ServerHandle:
             push.send(END)
 
         target, endpoint = source, {"data": data_port, "control": ctl_port}
+    keep_alive(ctx)
     threading.Thread(target=target, daemon=True).start()
     return ServerHandle(endpoint, lambda: count[0])
 

@@ -1,0 +1,71 @@
+"""The loopback limit for bulk: blocking sockets, no framing work on the receiver.
+
+The sender writes each 64 KiB payload behind a 4-byte length (one ``sendall``
+of the joined bytes); the receiver only counts bytes with ``recv_into`` a
+reused 1 MiB buffer and, once all of them are in, answers with the number of
+whole frames. Nothing in Python can move these bytes much faster, so it is the
+ceiling the bulk rows are read against.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+import time
+
+from ..spec import CellError, Endpoint, Outcome, ServerHandle, Spec
+from ._common import check_count, keep_alive
+
+COUNT = struct.Struct(">Q")
+
+
+def _nodelay(sock: socket.socket) -> socket.socket:
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def serve(spec: Spec) -> ServerHandle:
+    if spec.kind != "bulk":
+        raise CellError(f"raw socket runs only the bulk workload, not {spec.kind}")
+    listener = socket.create_server(("127.0.0.1", 0))
+    keep_alive(listener)
+    frame = 4 + spec.size
+    expected = spec.n * frame
+    count = [0]
+
+    def receive() -> None:
+        conn, _ = listener.accept()
+        _nodelay(conn)
+        buf = memoryview(bytearray(1 << 20))
+        total = 0
+        while total < expected:
+            got = conn.recv_into(buf)
+            if not got:
+                break
+            total += got
+            count[0] = total // frame
+        conn.sendall(COUNT.pack(count[0]))
+        keep_alive(conn)
+
+    threading.Thread(target=receive, daemon=True).start()
+    return ServerHandle({"port": listener.getsockname()[1]}, lambda: count[0])
+
+
+def drive(spec: Spec, endpoint: Endpoint) -> Outcome:
+    sock = _nodelay(socket.create_connection(("127.0.0.1", endpoint["port"])))
+    frame = struct.pack(">I", spec.size) + spec.payload()
+    start = time.perf_counter()
+    for _ in range(spec.n):
+        sock.sendall(frame)
+    reply = b""
+    while len(reply) < COUNT.size:
+        chunk = sock.recv(COUNT.size - len(reply))
+        if not chunk:
+            raise CellError("server closed before answering")
+        reply += chunk
+    seconds = time.perf_counter() - start
+    (got,) = COUNT.unpack(reply)
+    check_count("server received", got, spec.n)
+    sock.close()
+    return Outcome(got, seconds)
