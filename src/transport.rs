@@ -311,14 +311,30 @@ impl<H: Handler> Core<H> {
     /// Queues a POST. `Ok(false)`: the queue is full, wait for room and retry.
     pub fn post(&self, id: u64, data: &[u8], flush: bool) -> Result<bool> {
         check_id(id)?;
-        let urgency = if flush {
-            Urgency::Flush
-        } else {
-            Urgency::Batch
-        };
+        let opaque = self.settings.opaque_start;
+        self.send_msg(
+            Kind::Post,
+            opaque,
+            id,
+            data,
+            batch_or(flush, Urgency::Flush),
+            &self.stats.n_txpost,
+        )
+    }
+
+    /// Queues one message frame and counts it under `counter` once queued.
+    fn send_msg(
+        &self,
+        kind: Kind,
+        opaque: u64,
+        id: u64,
+        data: &[u8],
+        urgency: Urgency,
+        counter: &std::sync::atomic::AtomicU64,
+    ) -> Result<bool> {
         let out = Out::Msg {
-            kind: Kind::Post,
-            opaque: self.settings.opaque_start,
+            kind,
+            opaque,
             id,
             data,
             compress: true,
@@ -326,7 +342,7 @@ impl<H: Handler> Core<H> {
         let queued = self.push(out, urgency)?;
         if queued {
             Stats::incr(&self.stats.n_tx);
-            Stats::incr(&self.stats.n_txpost);
+            Stats::incr(counter);
         }
         Ok(queued)
     }
@@ -417,26 +433,15 @@ impl<H: Handler> Core<H> {
     /// Answers the peer's REQUEST `opaque`.
     pub fn respond(&self, opaque: u64, id: u64, data: &[u8], flush: bool) -> Result<bool> {
         check_id(id)?;
-        let urgency = if flush {
-            Urgency::Direct
-        } else {
-            Urgency::Batch
-        };
-        let queued = self.push(
-            Out::Msg {
-                kind: Kind::Request,
-                opaque,
-                id,
-                data,
-                compress: true,
-            },
+        let urgency = batch_or(flush, Urgency::Direct);
+        self.send_msg(
+            Kind::Request,
+            opaque,
+            id,
+            data,
             urgency,
-        )?;
-        if queued {
-            Stats::incr(&self.stats.n_tx);
-            Stats::incr(&self.stats.n_txresp);
-        }
-        Ok(queued)
+            &self.stats.n_txresp,
+        )
     }
 
     /// Opens a stream; `Ok(None)`: the queue is full, wait for room and retry.
@@ -449,24 +454,16 @@ impl<H: Handler> Core<H> {
     ) -> Result<Option<u64>> {
         check_id(id)?;
         let opaque = self.ex.lock().open_stream(Some(callback))?;
-        let urgency = if flush {
-            Urgency::Flush
-        } else {
-            Urgency::Batch
-        };
-        let out = Out::Msg {
-            kind: Kind::StreamStart,
+        let urgency = batch_or(flush, Urgency::Flush);
+        match self.send_msg(
+            Kind::StreamStart,
             opaque,
             id,
             data,
-            compress: true,
-        };
-        match self.push(out, urgency) {
-            Ok(true) => {
-                Stats::incr(&self.stats.n_tx);
-                Stats::incr(&self.stats.n_txstart);
-                Ok(Some(opaque))
-            }
+            urgency,
+            &self.stats.n_txstart,
+        ) {
+            Ok(true) => Ok(Some(opaque)),
             other => {
                 self.ex.lock().abandon(opaque);
                 other.map(|_| None)
@@ -484,26 +481,15 @@ impl<H: Handler> Core<H> {
     ) -> Result<bool> {
         check_id(id)?;
         self.ex.lock().can_send(opaque, origin)?;
-        let urgency = if flush {
-            Urgency::Flush
-        } else {
-            Urgency::Batch
-        };
-        let queued = self.push(
-            Out::Msg {
-                kind: Kind::StreamMsg,
-                opaque,
-                id,
-                data,
-                compress: true,
-            },
+        let urgency = batch_or(flush, Urgency::Flush);
+        self.send_msg(
+            Kind::StreamMsg,
+            opaque,
+            id,
+            data,
             urgency,
-        )?;
-        if queued {
-            Stats::incr(&self.stats.n_tx);
-            Stats::incr(&self.stats.n_txstream);
-        }
-        Ok(queued)
+            &self.stats.n_txstream,
+        )
     }
 
     /// Sends this side's FINISH (once); the stream is over when the peer's
@@ -910,6 +896,15 @@ impl<H: Handler> Core<H> {
                 }
             }
         }
+    }
+}
+
+/// `Batch` unless the caller asked for a flush, then `urgent`.
+fn batch_or(flush: bool, urgent: Urgency) -> Urgency {
+    if flush {
+        urgent
+    } else {
+        Urgency::Batch
     }
 }
 

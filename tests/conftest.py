@@ -105,6 +105,10 @@ class Collector:
                 )
             return list(self.items)
 
+    def snapshot(self) -> list[Any]:
+        with self._cv:
+            return list(self.items)
+
 
 @pytest.fixture
 def collector() -> Collector:

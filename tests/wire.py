@@ -19,7 +19,6 @@ import json
 import os
 import socket
 import struct
-import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -27,6 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
+
+from conftest import Collector
 
 # ---------------------------------------------------------------------------
 # Constants (PROTOCOL.md §1, §4)
@@ -862,26 +863,5 @@ def _close(transport: Any, conn: socket.socket | None) -> None:
 # Small synchronisation helpers
 
 
-class Inbox:
-    """A thread-safe list a test can wait on (a Condition, no sleeps)."""
-
-    def __init__(self) -> None:
-        self.items: list[Any] = []
-        self._cv = threading.Condition()
-
-    def append(self, item: Any) -> None:
-        with self._cv:
-            self.items.append(item)
-            self._cv.notify_all()
-
-    def wait_for(self, count: int, timeout: float = 5.0) -> list[Any]:
-        with self._cv:
-            if not self._cv.wait_for(lambda: len(self.items) >= count, timeout):
-                raise AssertionError(
-                    f"got {len(self.items)} items {self.items!r}, wanted {count} within {timeout}s"
-                )
-            return list(self.items)
-
-    def snapshot(self) -> list[Any]:
-        with self._cv:
-            return list(self.items)
+# A thread-safe list a test can wait on: the same as conftest's Collector.
+Inbox = Collector
