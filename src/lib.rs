@@ -3,6 +3,7 @@
 //! * `codec`     — bytes ⇄ frames (PROTOCOL.md §1), compression.
 //! * `exchange`  — which exchange a frame belongs to; opaque lifetimes.
 //! * `opaque`    — the pool of opaque values.
+//! * `readbuf`   — the reader's receive buffer.
 //! * `writer`    — the batching writer and its thread.
 //! * `transport` — one connection: reader thread, handshake, exchanges.
 //! * `builtin`   — whoami, ping and heartbeat payloads.
@@ -14,6 +15,7 @@ pub mod codec;
 pub mod errors;
 pub mod exchange;
 pub mod opaque;
+pub mod readbuf;
 pub mod settings;
 pub mod stats;
 pub mod transport;

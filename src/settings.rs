@@ -21,7 +21,8 @@ pub const ACCEPTOR_OPAQUES: (u64, u64) = (30_000, 39_999);
 
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// Advertised to the peer in whoami; also the initial read-buffer size.
+    /// Advertised to the peer in whoami; also the read buffer's capacity
+    /// (only the pages traffic writes become resident).
     pub buffersize: u64,
     /// Frames queued before a write is due without an explicit flush.
     pub batchsize: usize,
@@ -47,7 +48,7 @@ impl Settings {
             Role::Acceptor => ACCEPTOR_OPAQUES,
         };
         Settings {
-            buffersize: 16 * 1024,
+            buffersize: 256 * 1024,
             batchsize: 1,
             tags: Vec::new(),
             opaque_start,

@@ -5,9 +5,9 @@
 //! application message is behind the `Handler` trait, so this module knows
 //! nothing of Python.
 
-use std::io::Read;
 use std::net::{Shutdown, TcpStream};
 use std::ops::Range;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::{JoinHandle, ThreadId};
@@ -21,6 +21,7 @@ use crate::codec::{decode_body, Decoded, FrameDecoder, Kind, Message};
 use crate::errors::{Error, ProtocolError, Result};
 use crate::exchange::{Exchanges, Origin, OwnedMessage, RequestFrame, Slot};
 use crate::opaque::OpaquePool;
+use crate::readbuf::ReadBuf;
 use crate::settings::Settings;
 use crate::stats::{self, Stats};
 use crate::writer::{Out, Outbox, Urgency};
@@ -599,50 +600,34 @@ impl<H: Handler> Core<H> {
     }
 
     fn read_loop(self: &Arc<Self>) -> Result<()> {
-        let initial = self.settings.buffersize as usize;
         let decoder = FrameDecoder::new(self.settings.max_frame);
-        let mut buf = vec![0u8; initial];
-        let (mut start, mut end) = (0usize, 0usize);
+        let mut rb = ReadBuf::new(self.settings.buffersize as usize, self.settings.max_frame);
+        let fd = self.sock.as_raw_fd();
         let mut frames: Vec<FrameRef> = Vec::new();
         loop {
-            if end == buf.len() {
-                if start > 0 {
-                    buf.copy_within(start..end, 0);
-                    end -= start;
-                    start = 0;
-                } else {
-                    // One frame larger than the buffer; the decoder has
-                    // already checked it against frame.max.
-                    let grown = (buf.len() * 2)
-                        .min(self.settings.max_frame + 64)
-                        .max(buf.len() + 1);
-                    buf.resize(grown, 0);
+            let n = match rb.fill(fd)? {
+                0 if !rb.data().is_empty() => {
+                    let partial = rb.data().len();
+                    self.stats.drop_frame(partial);
+                    return Err(ProtocolError::Truncated(partial).into());
                 }
-            }
-            let n = match (&self.sock).read(&mut buf[end..]) {
-                Ok(0) if start < end => {
-                    self.stats.drop_frame(end - start);
-                    return Err(ProtocolError::Truncated(end - start).into());
-                }
-                Ok(0) => return Ok(()),
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e.into()),
+                0 => return Ok(()),
+                n => n,
             };
-            end += n;
             Stats::add(&self.stats.n_rxbyte, n as u64);
-            while start < end {
-                match decoder.decode(&buf[start..end]) {
+            while !rb.data().is_empty() {
+                match decoder.decode(rb.data()) {
                     Ok(None) => break,
                     Ok(Some((Decoded::Frame(f), used))) => {
-                        let body = body_range(&buf[start..end], f.body, start);
+                        let body = body_range(rb.data(), f.body, rb.offset());
+                        let (kind, opaque) = (f.kind, f.opaque);
                         frames.push(FrameRef {
-                            kind: f.kind,
-                            opaque: f.opaque,
+                            kind,
+                            opaque,
                             body,
                             len: used,
                         });
-                        start += used;
+                        rb.consume(used);
                     }
                     Ok(Some((Decoded::Dropped(e), used))) => {
                         log::warn!(
@@ -651,26 +636,20 @@ impl<H: Handler> Core<H> {
                         );
                         Stats::incr(&self.stats.n_rx);
                         self.stats.drop_frame(used);
-                        start += used;
+                        rb.consume(used);
                     }
                     Err(e) => {
-                        self.stats.drop_frame(end - start);
-                        self.process(&buf, &frames);
+                        self.stats.drop_frame(rb.data().len());
+                        self.process(rb.whole(), &frames);
                         return Err(e.into());
                     }
                 }
             }
             if !frames.is_empty() {
-                self.process(&buf, &frames);
+                self.process(rb.whole(), &frames);
                 frames.clear();
             }
-            if start == end {
-                start = 0;
-                end = 0;
-                if buf.len() > initial * 4 {
-                    buf = vec![0u8; initial]; // give a burst's memory back
-                }
-            }
+            rb.settle(n);
         }
     }
 

@@ -124,7 +124,8 @@ def test_handshake_returns_the_peers_whoami_and_version(
     assert client.peer is None and client.peer_version is None
     got_by_client, got_by_server = handshake(client, server)
 
-    assert got_by_client == gofast.Whoami("bob", gofast.Version64(42), 16 * KiB, ("lzw",))
+    default_buffersize = gofast.default_settings(dialed=False)["buffersize"]
+    assert got_by_client == gofast.Whoami("bob", gofast.Version64(42), default_buffersize, ("lzw",))
     assert got_by_server == gofast.Whoami("alice", gofast.Version64(7), 32 * KiB, ("gzip", "lzw"))
     assert client.peer == got_by_client and server.peer == got_by_server
     assert client.peer_version == gofast.Version64(42)

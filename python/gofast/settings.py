@@ -3,7 +3,8 @@
 ========================  =====================  ==========================================
 key                       default                meaning
 ========================  =====================  ==========================================
-``buffersize``            16384                  read-buffer size; told to the peer in whoami
+``buffersize``            262144                 read-buffer capacity (pages are touched only
+                                                 as data arrives); told to the peer in whoami
 ``batchsize``             1                      frames queued before a write is due
 ``tags``                  ``""``                 encodings to *receive*: "", "gzip", "lzw",
                                                  "gzip,lzw"; the peer compresses with them

@@ -1,0 +1,140 @@
+//! The reader's receive buffer. It is read into through its spare capacity,
+//! so pages the kernel never writes are never touched: a transport can keep a
+//! large buffer (few system calls for large frames) while an idle one costs
+//! only the pages its traffic used.
+
+use std::io;
+use std::os::fd::RawFd;
+
+pub struct ReadBuf {
+    /// `buf[start..]` holds received bytes not yet consumed.
+    buf: Vec<u8>,
+    start: usize,
+    initial: usize,
+    max: usize,
+}
+
+impl ReadBuf {
+    /// `initial` bytes of capacity, growing up to `max` for one large frame.
+    pub fn new(initial: usize, max: usize) -> Self {
+        ReadBuf {
+            buf: Vec::with_capacity(initial),
+            start: 0,
+            initial,
+            max: max.max(initial),
+        }
+    }
+
+    /// The bytes received and not yet consumed.
+    pub fn data(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    /// Where `data()` starts within `whole()`.
+    pub fn offset(&self) -> usize {
+        self.start
+    }
+
+    /// Everything in the buffer, consumed or not (frames refer into it by
+    /// offsets until the next `fill`).
+    pub fn whole(&self) -> &[u8] {
+        &self.buf
+    }
+
+    pub fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.buf.len());
+    }
+
+    /// Reads once from `fd` into the free space, making room first.
+    /// `Ok(0)` is the end of the connection.
+    pub fn fill(&mut self, fd: RawFd) -> io::Result<usize> {
+        self.make_room();
+        let spare = self.buf.spare_capacity_mut();
+        loop {
+            // SAFETY: recv writes at most spare.len() bytes into memory this
+            // Vec owns and has not initialised; exactly n of them are then
+            // marked initialised.
+            let n = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), spare.len(), 0) };
+            if n >= 0 {
+                let n = n as usize;
+                unsafe { self.buf.set_len(self.buf.len() + n) };
+                return Ok(n);
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        }
+    }
+
+    /// After the frames of a read are handled: forget consumed bytes, and
+    /// when traffic has gone quiet (a read smaller than the initial size)
+    /// give back what a burst of large frames grew.
+    pub fn settle(&mut self, last_read: usize) {
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+            if self.buf.capacity() > self.initial && last_read < self.initial {
+                self.buf = Vec::with_capacity(self.initial);
+            }
+        }
+    }
+
+    fn make_room(&mut self) {
+        let cap = self.buf.capacity();
+        // Compact before the free tail gets small: many small reads of a
+        // large frame cost more than one copy of its start.
+        if self.start > 0 && cap - self.buf.len() < cap / 4 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        if self.buf.len() == self.buf.capacity() {
+            // One frame larger than the buffer; the decoder has already
+            // checked its length against frame.max.
+            let want = (cap * 2).clamp(cap + 1, self.max + 64);
+            self.buf.reserve_exact(want - self.buf.len());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn reads_compacts_grows_and_shrinks_back() {
+        let (mut tx, rx) = UnixStream::pair().unwrap();
+        let mut rb = ReadBuf::new(8, 64);
+        tx.write_all(b"abcdefgh").unwrap();
+        assert_eq!(rb.fill(rx.as_raw_fd()).unwrap(), 8);
+        assert_eq!(rb.data(), b"abcdefgh");
+        rb.consume(6);
+        assert_eq!((rb.offset(), rb.data()), (6, &b"gh"[..]));
+        tx.write_all(b"ijklmnopqrstuvwx").unwrap();
+        rb.fill(rx.as_raw_fd()).unwrap(); // compacts, then reads into the rest
+        assert_eq!(rb.offset(), 0);
+        assert!(rb.data().starts_with(b"ghij"));
+        while rb.data().len() < 18 {
+            rb.fill(rx.as_raw_fd()).unwrap(); // grows: one "frame" of 18 bytes
+        }
+        assert_eq!(rb.data(), b"ghijklmnopqrstuvwx");
+        assert!(rb.buf.capacity() > 8);
+        rb.consume(18);
+        rb.settle(3);
+        assert_eq!((rb.buf.capacity(), rb.data().len()), (8, 0));
+        drop(tx);
+        assert_eq!(rb.fill(rx.as_raw_fd()).unwrap(), 0);
+    }
+
+    #[test]
+    fn steady_large_reads_keep_the_grown_buffer() {
+        let mut rb = ReadBuf::new(8, 64);
+        rb.buf.reserve_exact(32);
+        let grown = rb.buf.capacity();
+        rb.settle(32);
+        assert_eq!(rb.buf.capacity(), grown);
+    }
+}
