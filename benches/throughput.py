@@ -203,8 +203,8 @@ def run_baseline(n: int, size: int, workloads: list[str]) -> dict[str, float]:
     results: dict[str, float] = {}
     payload = b"p" * size
     frame = b"\x00" + struct.pack(">I", size) + payload
+    out = sock.makefile("wb", buffering=65536)
     if "post" in workloads:
-        out = sock.makefile("wb", buffering=65536)
         start = time.perf_counter()
         for _ in range(n):
             out.write(frame)
@@ -220,6 +220,7 @@ def run_baseline(n: int, size: int, workloads: list[str]) -> dict[str, float]:
             sock.sendall(echo)
             _recv_exact(sock, len(echo))
         results["request"] = reqs / (time.perf_counter() - start)
+    out.close()  # the file object holds the socket open too
     sock.close()
     proc.join(30)
     return results

@@ -1,12 +1,14 @@
 """Compare gofast for Python with grpcio, pyzmq, asyncio streams and raw sockets.
 
     python -m benches.compare            # full run (1M one-way / stream messages)
-    python -m benches.compare --quick    # short run (50k), about two minutes
+    python -m benches.compare --quick    # short run (50k), under a minute
 
 Run from the repository root. Every workload is run against every system that
 has it, one cell at a time (systems interleaved within a workload so that
 ratios are measured close together), each cell with a fresh server process and
-a fresh client process on 127.0.0.1, bounded by --cell-timeout.
+a fresh client process on 127.0.0.1, bounded by --cell-timeout. Prints the
+table, writes it as markdown (--markdown) and a PNG chart (--chart); exits 1
+if any cell failed or timed out.
 """
 
 from __future__ import annotations
@@ -36,7 +38,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true", help="short run: 50k instead of 1M messages")
     ap.add_argument("--chart", type=Path, default=HERE / "latest.png", help="PNG chart path")
     ap.add_argument("--markdown", type=Path, default=HERE / "latest.md", help="markdown table path")
-    ap.add_argument("--systems", help="comma-separated subset (gofast,grpcio,pyzmq,asyncio,raw)")
+    ap.add_argument(
+        "--systems",
+        help="comma-separated subset: gofast,grpcio,pyzmq,asyncio,raw (or names as in the table)",
+    )
     ap.add_argument(
         "--workloads",
         help="comma-separated subset (oneway-64,oneway-512,request,request16,stream,bulk-64k)",
@@ -45,7 +50,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "--cell-timeout",
         type=float,
         default=None,
-        help="seconds one cell may take before it is killed (default 60 quick, 150 full)",
+        help="seconds one cell may take before it is killed (default 60 quick, 300 full)",
     )
     ap.add_argument(
         "--scale", type=float, default=1.0, help="multiply every message count (e.g. 0.1)"
@@ -61,7 +66,7 @@ def _terminate(signum: int, _frame: FrameType | None) -> None:
 def main(argv: list[str]) -> int:
     args = parse(argv)
     signal.signal(signal.SIGTERM, _terminate)
-    timeout = args.cell_timeout or (60.0 if args.quick else 150.0)
+    timeout = args.cell_timeout or (60.0 if args.quick else 300.0)
     workloads = workloads_by_name(args.workloads)
     systems = systems_by_name(args.systems)
     info = machine.describe()
@@ -73,7 +78,7 @@ def main(argv: list[str]) -> int:
             if w.kind not in s.kinds:
                 continue
             spec = w.spec(s.name, args.quick, args.scale)
-            print(f"  {w.name:<11} {s.name:<11} n={spec.n:<9,}", end="", flush=True)
+            print(f"  {w.name:<11} {s.name:<11} n={spec.n:<10,}", end="", flush=True)
             r = run_cell(spec, timeout)
             results.append(r)
             rate = r.rate(w.unit)

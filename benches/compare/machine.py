@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 from importlib import metadata
+from pathlib import Path
 
 
 def cpu_model() -> str:
@@ -34,6 +36,22 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
+def tree_revision() -> str:
+    """The checkout's commit (and "-dirty"), to tie numbers to code; note that
+    the gofast measured is the installed one, built from whatever tree it was."""
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
 def describe() -> dict[str, str]:
     return {
         "nproc": str(cores()),
@@ -43,11 +61,13 @@ def describe() -> dict[str, str]:
         "gofast": _version("gofast"),
         "grpcio": _version("grpcio"),
         "pyzmq": _version("pyzmq"),
+        "tree": tree_revision(),
     }
 
 
 def one_line(info: dict[str, str]) -> str:
     return (
         f"nproc {info['nproc']}, {info['cpu']}, {info['python']}, Linux {info['kernel']}; "
-        f"gofast {info['gofast']}, grpcio {info['grpcio']}, pyzmq {info['pyzmq']}"
+        f"gofast {info['gofast']} (tree {info['tree']}), grpcio {info['grpcio']}, "
+        f"pyzmq {info['pyzmq']}"
     )

@@ -44,6 +44,20 @@ def _num(value: float | None, fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
 
 
+def _cpu(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return f"{seconds:.2f}" if seconds >= 1 else f"{seconds:.3f}"
+
+
+def _ratio(rate: float, base: float | None) -> str:
+    """Two decimals, or two significant digits below 0.1 (grpcio's streams)."""
+    if not base:
+        return "-"
+    r = rate / base
+    return f"{r:.2f}×" if r >= 0.1 else f"{r:.2g}×"
+
+
 def _mib(kib: int | None) -> str:
     return "-" if kib is None else f"{kib / 1024:.0f}"
 
@@ -59,12 +73,12 @@ def _row(w: Workload, r: CellResult, base: float | None) -> list[str]:
         f"{rate:,.0f} {w.unit}",
         _num(r.p50_us, ".0f"),
         _num(r.p99_us, ".0f"),
-        _num(r.cpu_client, ".2f"),
-        _num(r.cpu_server, ".2f"),
+        _cpu(r.cpu_client),
+        _cpu(r.cpu_server),
         f"{cpu / r.done * 1e6:.1f}" if r.done else "-",
         _mib(r.rss_client_kib),
         _mib(r.rss_server_kib),
-        f"{rate / base:.2f}×" if base else "-",
+        _ratio(rate, base),
     ]
 
 
@@ -130,6 +144,7 @@ def chart(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import StrMethodFormatter
 
     names = [s.name for s in SYSTEMS]
     palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#7f7f7f"]
@@ -146,7 +161,7 @@ def chart(
         bars = ax.bar([r.system for r in cells], heights, color=[colours[r.system] for r in cells])
         top = max(heights, default=0.0) or 1.0
         for bar, r, h in zip(bars, cells, heights, strict=True):
-            label = (f"{h / base:.2f}×" if base else "") if r.ok else r.status.split(":")[0]
+            label = _ratio(h, base) if r.ok else r.status.split(":")[0]
             ax.text(
                 bar.get_x() + bar.get_width() / 2,
                 h + top * 0.02,
@@ -160,6 +175,7 @@ def chart(
         ax.set_ylim(0, top * 1.18)
         ax.tick_params(axis="x", labelsize=8, labelrotation=20)
         ax.grid(axis="y", alpha=0.3)
+        ax.yaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
     for ax in flat[len(workloads) :]:
         ax.axis("off")
     fig.suptitle(
@@ -167,7 +183,13 @@ def chart(
         + one_line(machine),
         fontsize=9,
     )
-    fig.tight_layout()
+    fig.text(
+        0.01,
+        0.005,
+        f"Go reference: {GO_REFERENCE}. Labels: throughput / gofast's in the same panel.",
+        fontsize=8,
+    )
+    fig.tight_layout(rect=(0, 0.02, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -28,6 +28,9 @@ from .spec import Spec
 ROOT = Path(__file__).resolve().parents[2]
 SERVER_REPORT_GRACE = 15.0
 """Seconds a server has, after the client is done, to report (within the deadline)."""
+WAKE_EVERY = 0.25
+"""The longest the main thread sleeps at once: a SIGTERM delivered to another
+thread only runs its Python handler when the main thread wakes."""
 
 
 @dataclass
@@ -98,10 +101,15 @@ class Child:
 
     def message(self, deadline: float) -> dict[str, Any]:
         """The next line from the child, or CellTimeout / ChildFailed."""
-        try:
-            msg = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
-        except queue.Empty:
-            raise CellTimeout from None
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise CellTimeout
+            try:  # in slices: a signal for the main thread runs its handler between them
+                msg = self.lines.get(timeout=min(left, WAKE_EVERY))
+                break
+            except queue.Empty:
+                continue
         if msg is None:
             raise ChildFailed(f"{self.label} exited: {self.stderr_tail()}")
         if "error" in msg:
@@ -153,6 +161,8 @@ def run_cell(spec: Spec, timeout: float) -> CellResult:
         server.stop()
         report = server.message(min(deadline, time.monotonic() + SERVER_REPORT_GRACE))
         result.cpu_server, result.rss_server_kib = report["cpu_s"], report["maxrss_kib"]
+        if spec.kind in ("oneway", "bulk") and report["received"] != spec.n:
+            result.status = f"error: server counted {report['received']} of {spec.n}"
     except CellTimeout:
         result.status = "timeout"
     except ChildFailed as exc:

@@ -53,12 +53,13 @@ it cannot be built here, and no number is shown for it."""
 
 
 def by_name(names: str | None) -> list[SystemInfo]:
-    """The systems named in a comma-separated list (all when None)."""
+    """The systems named in a comma-separated list, by name or by module
+    ("zmq" for pyzmq, "raw" for the raw socket); all when None."""
     if not names:
         return list(SYSTEMS)
-    table = {s.name: s for s in SYSTEMS}
-    table.update({s.module.removesuffix("_sys"): s for s in SYSTEMS})
-    unknown = [x for x in names.split(",") if x not in table]
+    wanted = set(names.split(","))
+    known = {s.name for s in SYSTEMS} | {s.module.removesuffix("_sys") for s in SYSTEMS}
+    unknown = sorted(wanted - known)
     if unknown:
-        raise SystemExit(f"unknown system(s): {', '.join(unknown)}; known: {', '.join(table)}")
-    return [table[x] for x in names.split(",")]
+        raise SystemExit(f"unknown system(s): {', '.join(unknown)}; known: {', '.join(known)}")
+    return [s for s in SYSTEMS if s.name in wanted or s.module.removesuffix("_sys") in wanted]

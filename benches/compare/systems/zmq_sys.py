@@ -12,6 +12,9 @@ stream         PUSH (server) -> PULL (client), started by a REQ, ended by an
 PUSH blocks at its high-water mark rather than dropping, so counts must match.
 Sockets are made in the calling thread and then used only by the serving
 thread (a thread start is the memory barrier zmq asks for when moving one).
+Server sockets are kept alive for the life of the process: the serving thread
+ends right after its last send, and a socket collected then would be closed
+with LINGER 0, dropping what its queue still holds.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ def _bind(ctx: zmq.Context[zmq.Socket[bytes]], kind: int) -> tuple[zmq.Socket[by
     sock = ctx.socket(kind)
     sock.setsockopt(zmq.LINGER, 0)
     sock.bind("tcp://127.0.0.1:*")
+    keep_alive(sock)  # a collected socket closes with LINGER 0: queued messages are lost
     endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
     return sock, int(endpoint.rsplit(":", 1)[1])
 
