@@ -19,34 +19,10 @@ from __future__ import annotations
 import argparse
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+
+from messages import MsgBye, MsgPost, MsgRequest, MsgResponse
 
 import gofast
-
-
-# The messages, as examples/server.py defines them: same ids, same fields.
-@dataclass
-class MsgPost(gofast.CborMessage, id=500):
-    seq: int
-    text: str
-
-
-@dataclass
-class MsgRequest(gofast.CborMessage, id=501):
-    number: int
-
-
-@dataclass
-class MsgResponse(gofast.CborMessage, id=502):
-    number: int
-    square: int
-
-
-@dataclass
-class MsgBye(gofast.CborMessage, id=503):
-    posts: int = 0
-    requests: int = 0
-
 
 FLUSH_TICK = 0.005
 HEARTBEAT = 1.0

@@ -25,41 +25,10 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
-from dataclasses import dataclass
+
+from messages import MsgBye, MsgPost, MsgRequest, MsgResponse
 
 import gofast
-
-
-@dataclass
-class MsgPost(gofast.CborMessage, id=500):
-    """Posted by the client; counted by the server."""
-
-    seq: int
-    text: str
-
-
-@dataclass
-class MsgRequest(gofast.CborMessage, id=501):
-    """Asks for ``number`` squared."""
-
-    number: int
-
-
-@dataclass
-class MsgResponse(gofast.CborMessage, id=502):
-    """The answer to a MsgRequest."""
-
-    number: int
-    square: int
-
-
-@dataclass
-class MsgBye(gofast.CborMessage, id=503):
-    """Ends a session; the server answers with what it counted."""
-
-    posts: int = 0
-    requests: int = 0
-
 
 FLUSH_TICK = 0.005  # seconds a batched frame may wait
 HEARTBEAT = 1.0  # seconds between heartbeats

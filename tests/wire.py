@@ -801,23 +801,21 @@ def raw_server(
     before the handshake (subscribe there). Everything is closed on exit."""
     import gofast
 
-    transport = None
-    conn = None
     with socket.create_server(("127.0.0.1", 0)) as lis:
         lis.settimeout(10.0)
-        try:
+
+        def connect() -> tuple[Any, socket.socket]:
             transport = gofast.Transport.connect(
                 lis.getsockname()[:2], name=name, version=version, settings=settings
             )
-            conn, _ = lis.accept()
-            raw = RawPeer(conn, **peer)
-            if setup:
-                setup(transport)
-            if handshake:
-                raw.handshake(transport)
-            yield raw, transport
-        finally:
-            _close(transport, conn)
+            try:
+                return transport, lis.accept()[0]
+            except BaseException:
+                transport.close()
+                raise
+
+        with _session(connect, setup, handshake, peer) as pair:
+            yield pair
 
 
 @contextlib.contextmanager
@@ -834,20 +832,39 @@ def raw_client(
     accepting side. Same contract as ``raw_server``."""
     import gofast
 
-    transport = None
-    conn = None
     with gofast.listen(("127.0.0.1", 0)) as lis:
-        try:
+
+        def connect() -> tuple[Any, socket.socket]:
             conn = socket.create_connection(lis.address, timeout=10.0)
-            transport = lis.accept(name=name, version=version, settings=settings, timeout=10.0)
-            raw = RawPeer(conn, **peer)
-            if setup:
-                setup(transport)
-            if handshake:
-                raw.handshake(transport)
-            yield raw, transport
-        finally:
-            _close(transport, conn)
+            try:
+                return lis.accept(name=name, version=version, settings=settings, timeout=10.0), conn
+            except BaseException:
+                conn.close()
+                raise
+
+        with _session(connect, setup, handshake, peer) as pair:
+            yield pair
+
+
+@contextlib.contextmanager
+def _session(
+    connect: Callable[[], tuple[Any, socket.socket]],
+    setup: Setup | None,
+    handshake: bool,
+    peer: dict[str, Any],
+) -> Iterator[tuple[RawPeer, Any]]:
+    """What both ends share once connected: setup, the handshake by hand,
+    and closing both the transport and the raw socket however it ends."""
+    transport, conn = connect()
+    try:
+        raw = RawPeer(conn, **peer)
+        if setup:
+            setup(transport)
+        if handshake:
+            raw.handshake(transport)
+        yield raw, transport
+    finally:
+        _close(transport, conn)
 
 
 def _close(transport: Any, conn: socket.socket | None) -> None:
