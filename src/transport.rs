@@ -671,7 +671,7 @@ impl<H: Handler> Core<H> {
             }
             self.flush_posts(&mut posts);
         };
-        self.outbox.corked(|| {
+        self.outbox.corked(!needs_handler, || {
             if needs_handler {
                 self.handler.batch(&mut run);
             } else {

@@ -4,6 +4,11 @@
 //! Who does the system call is the point of this module:
 //! * a caller that will wait anyway (a REQUEST) writes itself, without
 //!   blocking (`MSG_DONTWAIT`), saving a thread hand-off on the round trip;
+//!   unless the reader is dispatching RESPONSEs (no handler runs, so it is
+//!   done within microseconds): then the REQUEST goes out in the reader's
+//!   write at the batch's end. With many requesters this merges their
+//!   writes (16 threads: ~3 requests per write instead of ~1.4), and the
+//!   peer reads them in fewer, larger reads;
 //! * the reader thread never writes while it dispatches a batch: what its
 //!   handlers send is "corked" and written once after the batch;
 //! * everything else wakes the writer thread, which blocks in `send` when
@@ -84,6 +89,10 @@ struct State {
     flush_period: Option<Duration>,
     heartbeat: Option<Heartbeat>,
     post_opaque: u64,
+    /// The reader is dispatching a batch that runs no handler, and will
+    /// write what is due when it ends: a REQUEST queued meanwhile rides
+    /// along in that write instead of costing its own system call.
+    reader_flushes_soon: bool,
 }
 
 pub struct Outbox {
@@ -126,6 +135,7 @@ impl Outbox {
                 flush_period,
                 heartbeat: None,
                 post_opaque,
+                reader_flushes_soon: false,
             }),
             writer_cv: Condvar::new(),
             room_cv: Condvar::new(),
@@ -180,6 +190,9 @@ impl Outbox {
             return Ok(true); // the reader flushes once after its batch
         }
         if g.due && !g.writing {
+            if urgency == Urgency::Direct && g.reader_flushes_soon {
+                return Ok(true);
+            }
             if urgency == Urgency::Direct {
                 drop(self.write_out(g, false));
             } else {
@@ -225,12 +238,18 @@ impl Outbox {
 
     /// Runs `f` with this thread's sends to this outbox corked, then writes
     /// what became due in one go.
-    pub fn corked<R>(&self, f: impl FnOnce() -> R) -> R {
+    /// `quick`: the batch runs no application code, so other threads' sends
+    /// may wait for its end too.
+    pub fn corked<R>(&self, quick: bool, f: impl FnOnce() -> R) -> R {
         let me = self as *const Outbox as usize;
         let outer = CORKED.replace(me);
+        if quick {
+            self.state.lock().reader_flushes_soon = true;
+        }
         let r = f();
         CORKED.set(outer);
-        let g = self.state.lock();
+        let mut g = self.state.lock();
+        g.reader_flushes_soon = false;
         if g.due && !g.writing && !g.buf.is_empty() {
             drop(self.write_out(g, false));
         } else if !g.buf.is_empty() {
@@ -438,5 +457,116 @@ fn recycle(g: &mut State, mut used: Vec<u8>) {
     used.clear();
     if used.capacity() <= KEEP_CAPACITY && used.capacity() > g.spare.capacity() {
         g.spare = used;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::net::TcpListener;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    /// An outbox writing into one end of a loopback connection (no writer
+    /// thread: only callers that write themselves get bytes out), and the
+    /// other end to read what it sent.
+    fn outbox() -> (Arc<Outbox>, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let ours = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (theirs, _) = listener.accept().unwrap();
+        let stats = Arc::new(Stats::default());
+        let outbox = Outbox::new(ours, stats, 1, 1 << 20, None, 1, 1);
+        (Arc::new(outbox), theirs)
+    }
+
+    fn request(opaque: u64) -> Out<'static> {
+        Out::Msg {
+            kind: Kind::Request,
+            opaque,
+            id: 100,
+            data: b"ping",
+            compress: false,
+        }
+    }
+
+    fn frame_len() -> usize {
+        let mut buf = Vec::new();
+        encode_into_plain(&mut buf, request(7));
+        buf.len()
+    }
+
+    fn encode_into_plain(buf: &mut Vec<u8>, out: Out<'_>) {
+        if let Out::Msg {
+            kind,
+            opaque,
+            id,
+            data,
+            ..
+        } = out
+        {
+            encode_frame(
+                buf,
+                kind,
+                opaque,
+                id,
+                data,
+                &[],
+                &mut Scratch::with_gzip_level(1),
+            );
+        }
+    }
+
+    fn read_exactly(sock: &mut TcpStream, n: usize) -> Vec<u8> {
+        sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = vec![0; n];
+        sock.read_exact(&mut buf).unwrap();
+        buf
+    }
+
+    #[test]
+    fn a_direct_push_is_written_by_its_caller() {
+        let (outbox, mut peer) = outbox();
+        assert!(outbox.push(request(7), Urgency::Direct).unwrap());
+        let mut want = Vec::new();
+        encode_into_plain(&mut want, request(7));
+        assert_eq!(read_exactly(&mut peer, want.len()), want);
+        assert_eq!(outbox.stats.n_flushes.load(Relaxed), 1);
+    }
+
+    #[test]
+    fn a_request_queued_during_a_quick_reader_batch_goes_out_with_it() {
+        let (outbox, mut peer) = outbox();
+        let other = outbox.clone();
+        outbox.corked(true, || {
+            // Another thread's REQUEST while the reader dispatches responses:
+            // queued, not written, because the batch's end will write it.
+            std::thread::spawn(move || other.push(request(8), Urgency::Direct).unwrap())
+                .join()
+                .unwrap();
+            assert_eq!(outbox.stats.n_flushes.load(Relaxed), 0);
+            // What the reader's own dispatch sends is corked as always.
+            outbox.push(request(9), Urgency::Direct).unwrap();
+            assert_eq!(outbox.stats.n_flushes.load(Relaxed), 0);
+        });
+        read_exactly(&mut peer, 2 * frame_len());
+        assert_eq!(
+            outbox.stats.n_flushes.load(Relaxed),
+            1,
+            "one write for both"
+        );
+    }
+
+    #[test]
+    fn after_a_handler_batch_other_threads_write_at_once() {
+        let (outbox, mut peer) = outbox();
+        let other = outbox.clone();
+        outbox.corked(false, || {
+            // A handler may run for long: nobody waits for its end.
+            std::thread::spawn(move || other.push(request(8), Urgency::Direct).unwrap())
+                .join()
+                .unwrap();
+            assert_eq!(outbox.stats.n_flushes.load(Relaxed), 1);
+        });
+        read_exactly(&mut peer, frame_len());
     }
 }
