@@ -44,7 +44,12 @@ SYSTEMS: tuple[SystemInfo, ...] = (
         KINDS,
         "asyncio streams, 4-byte length-prefixed frames; 16 tasks pipelining ids",
     ),
-    SystemInfo("raw socket", "raw_sys", ("bulk",), "blocking sendall/recv_into: loopback limit"),
+    SystemInfo(
+        "raw socket",
+        "raw_sys",
+        ("request", "bulk"),
+        "blocking sendall/recv_into, echo thread: the loopback limit",
+    ),
 )
 
 GO_REFERENCE = "n/a (reference not obtainable)"
