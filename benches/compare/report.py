@@ -147,8 +147,9 @@ def chart(
     from matplotlib.ticker import StrMethodFormatter
 
     names = [s.name for s in SYSTEMS]
-    palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#7f7f7f"]
-    colours = dict(zip(names, palette, strict=False))
+    # In SYSTEMS order: gofast and its batch API in two blues, then the others.
+    palette = ["#1f77b4", "#6baed6", "#ff7f0e", "#2ca02c", "#d62728", "#7f7f7f"]
+    colours = {name: palette[i % len(palette)] for i, name in enumerate(names)}
     cols = 3
     nrows = (len(workloads) + cols - 1) // cols
     fig, axes = plt.subplots(nrows, cols, figsize=(5.2 * cols, 3.9 * nrows), squeeze=False)

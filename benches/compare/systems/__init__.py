@@ -26,6 +26,13 @@ class SystemInfo:
 SYSTEMS: tuple[SystemInfo, ...] = (
     SystemInfo("gofast", "gofast_sys", KINDS, "this package, sync API, default settings"),
     SystemInfo(
+        "gofast batch",
+        "gofast_batch_sys",
+        ("oneway", "request16", "bulk"),
+        "this package's batch API: post_many 1,000 per call into a subscribe_batch handler; "
+        "request_many 16 per call from one thread",
+    ),
+    SystemInfo(
         "grpcio",
         "grpc_sys",
         KINDS,

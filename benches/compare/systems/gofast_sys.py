@@ -16,18 +16,22 @@ import gofast
 from ..spec import Endpoint, Outcome, ServerHandle, Spec
 from ._common import check_count, check_reply, keep_alive, threaded_requests, timed_requests
 
-DATA_ID, COUNT_ID, STREAM_ID, ECHO_ID = 100, 101, 102, 103
+DATA_ID, COUNT_ID, STREAM_ID, ECHO_ID, BATCH_ID = 100, 101, 102, 103, 104
 
 
 def serve(spec: Spec) -> ServerHandle:
-    """Accepts one client in a thread; counts posts, echoes requests, and pumps
-    ``n`` messages down a stream from its own thread (handlers must return fast)."""
+    """Accepts one client in a thread; counts posts (one by one on DATA_ID, in
+    lists on BATCH_ID), echoes requests, and pumps ``n`` messages down a stream
+    from its own thread (handlers must return fast)."""
     listener = gofast.listen(("127.0.0.1", 0))
     count = [0]
     payload = gofast.BinMessage(STREAM_ID, spec.payload())
 
     def on_data(_s: Any, _m: gofast.BinMessage) -> None:
         count[0] += 1
+
+    def on_batch(msgs: list[gofast.BinMessage]) -> None:
+        count[0] += len(msgs)
 
     def on_count(s: Any, _m: gofast.BinMessage) -> None:
         s.respond(gofast.BinMessage(COUNT_ID, str(count[0]).encode()))
@@ -51,6 +55,7 @@ def serve(spec: Spec) -> ServerHandle:
         keep_alive(t)
         t.subscribe(DATA_ID, on_data).subscribe(COUNT_ID, on_count)
         t.subscribe(ECHO_ID, on_echo).subscribe(STREAM_ID, on_stream)
+        t.subscribe_batch(BATCH_ID, on_batch)
         t.handshake()
 
     keep_alive(listener)
@@ -59,8 +64,7 @@ def serve(spec: Spec) -> ServerHandle:
 
 
 def drive(spec: Spec, endpoint: Endpoint) -> Outcome:
-    t = gofast.Transport.connect(("127.0.0.1", endpoint["port"]), name="compare-client")
-    t.handshake()
+    t = connect(endpoint)
     try:
         if spec.kind in ("oneway", "bulk"):
             return _oneway(t, spec)
@@ -81,17 +85,27 @@ def drive(spec: Spec, endpoint: Endpoint) -> Outcome:
         t.close()
 
 
-def _oneway(t: gofast.Transport, spec: Spec) -> Outcome:
-    """n posts, then a request for the server's count: it is answered only after
-    every post before it on the connection was handled."""
-    msg = gofast.BinMessage(DATA_ID, spec.payload())
-    start = time.perf_counter()
-    for _ in range(spec.n):
-        t.post(msg)
+def connect(endpoint: Endpoint) -> gofast.Transport:
+    t = gofast.Transport.connect(("127.0.0.1", endpoint["port"]), name="compare-client")
+    t.handshake()
+    return t
+
+
+def server_count(t: gofast.Transport, spec: Spec, start: float) -> Outcome:
+    """Asks for the server's count, which it answers only after every post
+    before the request on the connection was handled."""
     got = int(t.request(gofast.BinMessage(COUNT_ID, b"")).data)
     seconds = time.perf_counter() - start
     check_count("server received", got, spec.n)
     return Outcome(got, seconds)
+
+
+def _oneway(t: gofast.Transport, spec: Spec) -> Outcome:
+    msg = gofast.BinMessage(DATA_ID, spec.payload())
+    start = time.perf_counter()
+    for _ in range(spec.n):
+        t.post(msg)
+    return server_count(t, spec, start)
 
 
 def _stream(t: gofast.Transport, spec: Spec) -> Outcome:
