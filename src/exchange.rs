@@ -28,10 +28,11 @@ pub struct Slot {
     ready: AtomicBool,
 }
 
-/// How long a lone requester polls for its RESPONSE before sleeping: a
-/// loopback round trip is tens of microseconds, and sleeping on a futex
-/// adds a wake-up of about that much again.
-const SPIN: Duration = Duration::from_micros(50);
+/// How long a lone requester polls for its RESPONSE before sleeping (see
+/// `Core::spin_reading`): a loopback round trip is tens of microseconds,
+/// and sleeping on a futex adds a wake-up of about that much again. Worth it
+/// only when the waiter is alone (many spinning threads starve the reader).
+pub const SPIN: Duration = Duration::from_micros(50);
 
 impl Slot {
     pub fn fill(&self, v: Result<OwnedMessage>) {
@@ -43,13 +44,8 @@ impl Slot {
         }
     }
 
-    /// Yields the CPU in a loop until filled or `SPIN` passes; worth it only
-    /// when the waiter is alone (many spinning threads starve the reader).
-    pub fn spin(&self) {
-        let until = Instant::now() + SPIN;
-        while !self.ready.load(Ordering::Acquire) && Instant::now() < until {
-            std::thread::yield_now();
-        }
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
     }
 
     /// Waits until filled or `deadline`; `None` if it passed first.

@@ -48,13 +48,22 @@ impl ReadBuf {
     /// Reads once from `fd` into the free space, making room first.
     /// `Ok(0)` is the end of the connection.
     pub fn fill(&mut self, fd: RawFd) -> io::Result<usize> {
+        self.fill_with(fd, 0)
+    }
+
+    /// `fill` without blocking: `WouldBlock` when nothing is waiting.
+    pub fn fill_now(&mut self, fd: RawFd) -> io::Result<usize> {
+        self.fill_with(fd, libc::MSG_DONTWAIT)
+    }
+
+    fn fill_with(&mut self, fd: RawFd, flags: libc::c_int) -> io::Result<usize> {
         self.make_room();
         let spare = self.buf.spare_capacity_mut();
         loop {
             // SAFETY: recv writes at most spare.len() bytes into memory this
             // Vec owns and has not initialised; exactly n of them are then
             // marked initialised.
-            let n = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), spare.len(), 0) };
+            let n = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), spare.len(), flags) };
             if n >= 0 {
                 let n = n as usize;
                 unsafe { self.buf.set_len(self.buf.len() + n) };
@@ -91,7 +100,8 @@ impl ReadBuf {
         if self.buf.len() == self.buf.capacity() {
             // One frame larger than the buffer; the decoder has already
             // checked its length against frame.max.
-            let want = (cap * 2).clamp(cap + 1, self.max + 64);
+            // Never clamp(): it panics should cap + 1 exceed the bound.
+            let want = (cap * 2).min(self.max + 64).max(cap + 1);
             self.buf.reserve_exact(want - self.buf.len());
         }
     }

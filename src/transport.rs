@@ -6,8 +6,6 @@
 //! nothing of Python.
 
 use std::net::{Shutdown, TcpStream};
-use std::ops::Range;
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::{JoinHandle, ThreadId};
@@ -15,16 +13,20 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::builtin::{self, Whoami, HEARTBEAT_ID, PING_ID, WHOAMI_ID};
+use crate::builtin::{self, Whoami, WHOAMI_ID};
 use crate::codec::compress::Encoding;
-use crate::codec::{decode_body, Decoded, FrameDecoder, Kind, Message};
-use crate::errors::{Error, ProtocolError, Result};
-use crate::exchange::{Exchanges, Origin, OwnedMessage, RequestFrame, Slot};
+use crate::codec::{Kind, Message};
+use crate::errors::{Error, Result};
+use crate::exchange::{Exchanges, Origin, OwnedMessage, Slot};
 use crate::opaque::OpaquePool;
-use crate::readbuf::ReadBuf;
 use crate::settings::Settings;
 use crate::stats::{self, Stats};
 use crate::writer::{Out, Outbox, Urgency};
+
+mod dispatch;
+mod receive;
+
+use receive::{Doorbell, ReadState};
 
 /// Whether a handler took a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,14 +83,6 @@ struct HandshakeState {
     answered_peer: bool,
 }
 
-/// A frame delimited in the read buffer.
-struct FrameRef {
-    kind: Kind,
-    opaque: u64,
-    body: Range<usize>,
-    len: usize,
-}
-
 pub struct Core<H: Handler> {
     pub name: String,
     pub settings: Settings,
@@ -107,6 +101,12 @@ pub struct Core<H: Handler> {
     reader: Mutex<Option<JoinHandle<()>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     reader_id: OnceLock<ThreadId>,
+    /// The receive side, shared: the reader thread, or a lone requester
+    /// reading its own RESPONSE, whoever holds it.
+    read: Mutex<ReadState>,
+    /// Wakes the reader thread when a requester left frames it could not
+    /// handle (or saw the connection end) in the shared read buffer.
+    wake_reader: Doorbell,
 }
 
 /// What `close_all_transports` needs of a transport, whatever its handler.
@@ -156,6 +156,7 @@ impl<H: Handler> Core<H> {
         sock.set_nonblocking(false)?;
         sock.set_nodelay(true)?;
         let stats = Arc::new(Stats::default());
+        let (buffersize, max_frame) = (settings.buffersize as usize, settings.max_frame);
         let pool = OpaquePool::new(settings.opaque_start, settings.opaque_end)?;
         let outbox = Arc::new(Outbox::new(
             sock.try_clone()?,
@@ -183,6 +184,8 @@ impl<H: Handler> Core<H> {
             reader: Mutex::new(None),
             writer: Mutex::new(None),
             reader_id: OnceLock::new(),
+            read: Mutex::new(ReadState::new(buffersize, max_frame)),
+            wake_reader: Doorbell::new()?,
         });
         stats::register(name, &core.stats);
         {
@@ -418,7 +421,7 @@ impl<H: Handler> Core<H> {
         deadline: Option<Instant>,
     ) -> Option<Result<OwnedMessage>> {
         if self.waiters.fetch_add(1, Ordering::AcqRel) == 0 {
-            p.slot.spin();
+            self.spin_reading(&p.slot);
         }
         let r = p.slot.wait(deadline);
         self.waiters.fetch_sub(1, Ordering::AcqRel);
@@ -578,304 +581,6 @@ impl<H: Handler> Core<H> {
         }
         h.on_closed();
     }
-
-    // ---- receiving -------------------------------------------------------
-
-    fn run_reader(self: Arc<Self>) {
-        Outbox::mark_reader_thread();
-        let me = self.clone();
-        self.handler.reader_thread(&mut || me.reader_body());
-    }
-
-    fn reader_body(self: &Arc<Self>) {
-        let reason = match self.read_loop() {
-            Ok(()) => "peer closed the connection".to_string(),
-            Err(e) if self.is_closed() => format!("closed ({e})"),
-            Err(e) => {
-                log::warn!("gofast[{}]: connection ends: {e}", self.name);
-                e.to_string()
-            }
-        };
-        self.finish_close(&reason);
-    }
-
-    fn read_loop(self: &Arc<Self>) -> Result<()> {
-        let decoder = FrameDecoder::new(self.settings.max_frame);
-        let mut rb = ReadBuf::new(self.settings.buffersize as usize, self.settings.max_frame);
-        let fd = self.sock.as_raw_fd();
-        let mut frames: Vec<FrameRef> = Vec::new();
-        loop {
-            let n = match rb.fill(fd)? {
-                0 if !rb.data().is_empty() => {
-                    let partial = rb.data().len();
-                    self.stats.drop_frame(partial);
-                    return Err(ProtocolError::Truncated(partial).into());
-                }
-                0 => return Ok(()),
-                n => n,
-            };
-            Stats::add(&self.stats.n_rxbyte, n as u64);
-            while !rb.data().is_empty() {
-                match decoder.decode(rb.data()) {
-                    Ok(None) => break,
-                    Ok(Some((Decoded::Frame(f), used))) => {
-                        let body = body_range(rb.data(), f.body, rb.offset());
-                        let (kind, opaque) = (f.kind, f.opaque);
-                        frames.push(FrameRef {
-                            kind,
-                            opaque,
-                            body,
-                            len: used,
-                        });
-                        rb.consume(used);
-                    }
-                    Ok(Some((Decoded::Dropped(e), used))) => {
-                        log::warn!(
-                            "gofast[{}]: dropped a frame of {used} bytes: {e}",
-                            self.name
-                        );
-                        Stats::incr(&self.stats.n_rx);
-                        self.stats.drop_frame(used);
-                        rb.consume(used);
-                    }
-                    Err(e) => {
-                        self.stats.drop_frame(rb.data().len());
-                        self.process(rb.whole(), &frames);
-                        return Err(e.into());
-                    }
-                }
-            }
-            if !frames.is_empty() {
-                self.process(rb.whole(), &frames);
-                frames.clear();
-            }
-            rb.settle(n);
-        }
-    }
-
-    /// Handles the frames of one read, in order. The GIL (via
-    /// `Handler::batch`) is taken once, and only if some frame needs it:
-    /// a batch of RESPONSEs to our requests never touches Python.
-    fn process(self: &Arc<Self>, buf: &[u8], frames: &[FrameRef]) {
-        let needs_handler = {
-            let ex = self.ex.lock();
-            frames
-                .iter()
-                .any(|f| !(f.kind == Kind::Request && ex.is_response(f.opaque)))
-        };
-        let mut run = || {
-            // Consecutive POSTs for one batch handler become one call.
-            let mut posts: Vec<Message<'_>> = Vec::new();
-            for f in frames {
-                self.handle_frame(f, &buf[f.body.clone()], &mut posts);
-            }
-            self.flush_posts(&mut posts);
-        };
-        self.outbox.corked(!needs_handler, || {
-            if needs_handler {
-                self.handler.batch(&mut run);
-            } else {
-                run();
-            }
-        });
-    }
-
-    /// Decodes a frame's message, counting a drop when it is unusable.
-    fn message<'b>(&self, f: &FrameRef, body: &'b [u8]) -> Option<Message<'b>> {
-        match decode_body(body, self.settings.max_frame * MAX_BODY_FACTOR) {
-            Ok(m) => Some(m),
-            Err(e) => {
-                self.drop_frame(f, &e.to_string());
-                None
-            }
-        }
-    }
-
-    fn drop_frame(&self, f: &FrameRef, why: &str) {
-        log::warn!(
-            "gofast[{}]: dropped {:?} frame, opaque {}: {why}",
-            self.name,
-            f.kind,
-            f.opaque
-        );
-        self.stats.drop_frame(f.len);
-    }
-
-    /// `posts`: batched POSTs not yet delivered; anything else goes after them.
-    fn handle_frame<'b>(
-        self: &Arc<Self>,
-        f: &FrameRef,
-        body: &'b [u8],
-        posts: &mut Vec<Message<'b>>,
-    ) {
-        Stats::incr(&self.stats.n_rx);
-        if f.kind != Kind::Post {
-            self.flush_posts(posts);
-        }
-        match f.kind {
-            Kind::Post => self.on_post(f, body, posts),
-            Kind::Request => self.on_request_frame(f, body),
-            Kind::StreamStart => self.on_stream_start(f, body),
-            Kind::StreamMsg => self.on_stream_msg(f, body),
-            Kind::Finish => self.on_finish(f),
-        }
-    }
-
-    fn flush_posts(self: &Arc<Self>, posts: &mut Vec<Message<'_>>) {
-        if !posts.is_empty() {
-            self.handler.on_posts(self, posts);
-            posts.clear();
-        }
-    }
-
-    fn on_post<'b>(self: &Arc<Self>, f: &FrameRef, body: &'b [u8], posts: &mut Vec<Message<'b>>) {
-        Stats::incr(&self.stats.n_rxpost);
-        let Some(msg) = self.message(f, body) else {
-            return;
-        };
-        if self.handler.batches_posts(msg.id) {
-            if posts.first().is_some_and(|p| p.id != msg.id) {
-                self.flush_posts(posts);
-            }
-            posts.push(msg);
-            return;
-        }
-        self.flush_posts(posts);
-        if msg.id == HEARTBEAT_ID {
-            Stats::incr(&self.stats.n_rxbeats);
-            *self.silent_since.lock() = Some(Instant::now());
-        } else if builtin::is_reserved(msg.id) {
-            self.drop_frame(f, "POST with a reserved message id");
-        } else if self.handler.on_post(self, &msg) == Dispatched::NoHandler {
-            self.drop_frame(f, &format!("no handler for message id {}", msg.id));
-        }
-    }
-
-    fn on_request_frame(self: &Arc<Self>, f: &FrameRef, body: &[u8]) {
-        let class = self.ex.lock().classify_request(f.opaque);
-        match class {
-            RequestFrame::Response(slot) => {
-                Stats::incr(&self.stats.n_rxresp);
-                let limit = self.settings.max_frame * MAX_BODY_FACTOR;
-                let reply = decode_body(body, limit)
-                    .map(|m| OwnedMessage {
-                        id: m.id,
-                        data: m.data.into_owned(),
-                    })
-                    .map_err(|e| {
-                        self.drop_frame(f, &e.to_string());
-                        Error::Protocol(e)
-                    });
-                slot.fill(reply);
-            }
-            RequestFrame::LateResponse => {
-                Stats::incr(&self.stats.n_rxresp);
-                self.drop_frame(f, "RESPONSE for a request that already timed out");
-            }
-            RequestFrame::Misdirected => {
-                self.drop_frame(f, "REQUEST on the opaque of a stream we opened")
-            }
-            RequestFrame::NotOurs => {
-                Stats::incr(&self.stats.n_rxreq);
-                let Some(msg) = self.message(f, body) else {
-                    return;
-                };
-                match msg.id {
-                    WHOAMI_ID => self.answer_whoami(f.opaque),
-                    PING_ID => self.answer_ping(f.opaque, &msg.data),
-                    id if builtin::is_reserved(id) => {
-                        self.drop_frame(f, "REQUEST with a reserved message id")
-                    }
-                    id => {
-                        if self.handler.on_request(self, f.opaque, &msg) == Dispatched::NoHandler {
-                            self.drop_frame(f, &format!("no handler for message id {id}"));
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    fn answer_whoami(&self, opaque: u64) {
-        let data = self.whoami().encode();
-        let out = Out::Msg {
-            kind: Kind::Request,
-            opaque,
-            id: WHOAMI_ID,
-            data: &data,
-            compress: false,
-        };
-        if self.push(out, Urgency::Direct).is_ok() {
-            Stats::incr(&self.stats.n_tx);
-            Stats::incr(&self.stats.n_txresp);
-        }
-        self.hs.lock().answered_peer = true;
-        self.hs_cv.notify_all();
-    }
-
-    fn answer_ping(&self, opaque: u64, echo: &[u8]) {
-        let out = Out::Msg {
-            kind: Kind::Request,
-            opaque,
-            id: PING_ID,
-            data: echo,
-            compress: true,
-        };
-        if self.push(out, Urgency::Direct).is_ok() {
-            Stats::incr(&self.stats.n_tx);
-            Stats::incr(&self.stats.n_txresp);
-        }
-    }
-
-    fn on_stream_start(self: &Arc<Self>, f: &FrameRef, body: &[u8]) {
-        Stats::incr(&self.stats.n_rxstart);
-        let Some(msg) = self.message(f, body) else {
-            return;
-        };
-        if !self.ex.lock().accept_stream(f.opaque) {
-            return self.drop_frame(f, "STREAM-START on an opaque already in use");
-        }
-        match self.handler.on_stream_start(self, f.opaque, &msg) {
-            Ok(callback) => self.ex.lock().set_callback(f.opaque, callback),
-            Err(_) => {
-                self.drop_frame(f, &format!("no handler for message id {}", msg.id));
-                // Tell the opener this side is done, or its stream (and
-                // opaque) would wait for our FINISH until the connection ends.
-                let _ = self.stream_close(f.opaque, Origin::Remote);
-            }
-        }
-    }
-
-    fn on_stream_msg(self: &Arc<Self>, f: &FrameRef, body: &[u8]) {
-        Stats::incr(&self.stats.n_rxstream);
-        let callback = self.ex.lock().stream_callback(f.opaque);
-        match callback {
-            None => self.drop_frame(f, "STREAM message for an unknown or finished stream"),
-            Some(None) => self.drop_frame(f, "STREAM message for a stream without a callback"),
-            Some(Some(cb)) => {
-                if let Some(msg) = self.message(f, body) {
-                    self.handler.on_stream_msg(self, &cb, Some(&msg));
-                }
-            }
-        }
-    }
-
-    fn on_finish(self: &Arc<Self>, f: &FrameRef) {
-        Stats::incr(&self.stats.n_rxfin);
-        let closing = {
-            let mut ex = self.ex.lock();
-            ex.find_stream(f.opaque)
-                .and_then(|origin| ex.remote_finished(f.opaque, origin))
-        };
-        match closing {
-            None => self.drop_frame(f, "FINISH for an unknown or finished stream"),
-            Some(c) => {
-                if let Some(cb) = c.callback {
-                    self.handler.on_stream_msg(self, &cb, None);
-                }
-            }
-        }
-    }
 }
 
 /// `Batch` unless the caller asked for a flush, then `urgent`.
@@ -894,16 +599,6 @@ fn reader_thread_request() -> Error {
          hand the request to another thread"
             .into(),
     )
-}
-
-/// Where `body` (a sub-slice of `window`, or an empty slice from anywhere)
-/// sits in the read buffer, `window` starting at `offset`.
-fn body_range(window: &[u8], body: &[u8], offset: usize) -> Range<usize> {
-    let at = (body.as_ptr() as usize).wrapping_sub(window.as_ptr() as usize);
-    if body.is_empty() || at > window.len() || at + body.len() > window.len() {
-        return offset..offset;
-    }
-    offset + at..offset + at + body.len()
 }
 
 /// The encodings the peer asked for, in its order; an unknown one is logged

@@ -1,0 +1,261 @@
+//! What happens to each received frame: POSTs to their handlers (batched
+//! where a handler takes batches), REQUESTs to handlers or the built-ins,
+//! RESPONSEs to the requester's slot, stream frames to their callbacks. The
+//! frames of one read are handled in order, under one GIL acquisition.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::{Core, Dispatched, Handler, MAX_BODY_FACTOR};
+use crate::builtin::{self, HEARTBEAT_ID, PING_ID, WHOAMI_ID};
+use crate::codec::{decode_body, Kind, Message};
+use crate::errors::Error;
+use crate::exchange::{Origin, OwnedMessage, RequestFrame};
+use crate::stats::Stats;
+use crate::writer::{Out, Urgency};
+
+/// A frame delimited in the read buffer.
+pub(super) struct FrameRef {
+    pub(super) kind: Kind,
+    pub(super) opaque: u64,
+    pub(super) body: Range<usize>,
+    pub(super) len: usize,
+}
+
+impl<H: Handler> Core<H> {
+    /// Handles the frames of one read, in order. The GIL (via
+    /// `Handler::batch`) is taken once, and only if some frame needs it:
+    /// a batch of RESPONSEs to our requests never touches Python.
+    pub(super) fn process(self: &Arc<Self>, buf: &[u8], frames: &[FrameRef]) {
+        let needs_handler = {
+            let ex = self.ex.lock();
+            frames
+                .iter()
+                .any(|f| !(f.kind == Kind::Request && ex.is_response(f.opaque)))
+        };
+        let mut run = || {
+            // Consecutive POSTs for one batch handler become one call.
+            let mut posts: Vec<Message<'_>> = Vec::new();
+            for f in frames {
+                self.handle_frame(f, &buf[f.body.clone()], &mut posts);
+            }
+            self.flush_posts(&mut posts);
+        };
+        self.outbox.corked(!needs_handler, || {
+            if needs_handler {
+                self.handler.batch(&mut run);
+            } else {
+                run();
+            }
+        });
+    }
+
+    /// Decodes a frame's message, counting a drop when it is unusable.
+    fn message<'b>(&self, f: &FrameRef, body: &'b [u8]) -> Option<Message<'b>> {
+        match decode_body(body, self.settings.max_frame * MAX_BODY_FACTOR) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                self.drop_frame(f, &e.to_string());
+                None
+            }
+        }
+    }
+
+    fn drop_frame(&self, f: &FrameRef, why: &str) {
+        log::warn!(
+            "gofast[{}]: dropped {:?} frame, opaque {}: {why}",
+            self.name,
+            f.kind,
+            f.opaque
+        );
+        self.stats.drop_frame(f.len);
+    }
+
+    /// `posts`: batched POSTs not yet delivered; anything else goes after them.
+    fn handle_frame<'b>(
+        self: &Arc<Self>,
+        f: &FrameRef,
+        body: &'b [u8],
+        posts: &mut Vec<Message<'b>>,
+    ) {
+        Stats::incr(&self.stats.n_rx);
+        if f.kind != Kind::Post {
+            self.flush_posts(posts);
+        }
+        match f.kind {
+            Kind::Post => self.on_post(f, body, posts),
+            Kind::Request => self.on_request_frame(f, body),
+            Kind::StreamStart => self.on_stream_start(f, body),
+            Kind::StreamMsg => self.on_stream_msg(f, body),
+            Kind::Finish => self.on_finish(f),
+        }
+    }
+
+    fn flush_posts(self: &Arc<Self>, posts: &mut Vec<Message<'_>>) {
+        if !posts.is_empty() {
+            self.handler.on_posts(self, posts);
+            posts.clear();
+        }
+    }
+
+    fn on_post<'b>(self: &Arc<Self>, f: &FrameRef, body: &'b [u8], posts: &mut Vec<Message<'b>>) {
+        Stats::incr(&self.stats.n_rxpost);
+        let Some(msg) = self.message(f, body) else {
+            return;
+        };
+        if self.handler.batches_posts(msg.id) {
+            if posts.first().is_some_and(|p| p.id != msg.id) {
+                self.flush_posts(posts);
+            }
+            posts.push(msg);
+            return;
+        }
+        self.flush_posts(posts);
+        if msg.id == HEARTBEAT_ID {
+            Stats::incr(&self.stats.n_rxbeats);
+            *self.silent_since.lock() = Some(Instant::now());
+        } else if builtin::is_reserved(msg.id) {
+            self.drop_frame(f, "POST with a reserved message id");
+        } else if self.handler.on_post(self, &msg) == Dispatched::NoHandler {
+            self.drop_frame(f, &format!("no handler for message id {}", msg.id));
+        }
+    }
+
+    fn on_request_frame(self: &Arc<Self>, f: &FrameRef, body: &[u8]) {
+        let class = self.ex.lock().classify_request(f.opaque);
+        match class {
+            RequestFrame::NotOurs => self.on_peer_request(f, body),
+            class => self.deliver_response(f, body, class),
+        }
+    }
+
+    /// An `81` frame on one of our own opaques (not a peer's REQUEST).
+    pub(super) fn deliver_response(&self, f: &FrameRef, body: &[u8], class: RequestFrame) {
+        match class {
+            RequestFrame::Response(slot) => {
+                Stats::incr(&self.stats.n_rxresp);
+                let limit = self.settings.max_frame * MAX_BODY_FACTOR;
+                let reply = decode_body(body, limit)
+                    .map(|m| OwnedMessage {
+                        id: m.id,
+                        data: m.data.into_owned(),
+                    })
+                    .map_err(|e| {
+                        self.drop_frame(f, &e.to_string());
+                        Error::Protocol(e)
+                    });
+                slot.fill(reply);
+            }
+            RequestFrame::LateResponse => {
+                Stats::incr(&self.stats.n_rxresp);
+                self.drop_frame(f, "RESPONSE for a request that already timed out");
+            }
+            RequestFrame::Misdirected => {
+                self.drop_frame(f, "REQUEST on the opaque of a stream we opened")
+            }
+            // Callers route these to on_peer_request; counted if one slips by.
+            RequestFrame::NotOurs => self.drop_frame(f, "a peer's REQUEST taken for a RESPONSE"),
+        }
+    }
+
+    fn on_peer_request(self: &Arc<Self>, f: &FrameRef, body: &[u8]) {
+        Stats::incr(&self.stats.n_rxreq);
+        let Some(msg) = self.message(f, body) else {
+            return;
+        };
+        match msg.id {
+            WHOAMI_ID => self.answer_whoami(f.opaque),
+            PING_ID => self.answer_ping(f.opaque, &msg.data),
+            id if builtin::is_reserved(id) => {
+                self.drop_frame(f, "REQUEST with a reserved message id")
+            }
+            id => {
+                if self.handler.on_request(self, f.opaque, &msg) == Dispatched::NoHandler {
+                    self.drop_frame(f, &format!("no handler for message id {id}"));
+                }
+            }
+        }
+    }
+
+    fn answer_whoami(&self, opaque: u64) {
+        let data = self.whoami().encode();
+        let out = Out::Msg {
+            kind: Kind::Request,
+            opaque,
+            id: WHOAMI_ID,
+            data: &data,
+            compress: false,
+        };
+        if self.push(out, Urgency::Direct).is_ok() {
+            Stats::incr(&self.stats.n_tx);
+            Stats::incr(&self.stats.n_txresp);
+        }
+        self.hs.lock().answered_peer = true;
+        self.hs_cv.notify_all();
+    }
+
+    fn answer_ping(&self, opaque: u64, echo: &[u8]) {
+        let out = Out::Msg {
+            kind: Kind::Request,
+            opaque,
+            id: PING_ID,
+            data: echo,
+            compress: true,
+        };
+        if self.push(out, Urgency::Direct).is_ok() {
+            Stats::incr(&self.stats.n_tx);
+            Stats::incr(&self.stats.n_txresp);
+        }
+    }
+
+    fn on_stream_start(self: &Arc<Self>, f: &FrameRef, body: &[u8]) {
+        Stats::incr(&self.stats.n_rxstart);
+        let Some(msg) = self.message(f, body) else {
+            return;
+        };
+        if !self.ex.lock().accept_stream(f.opaque) {
+            return self.drop_frame(f, "STREAM-START on an opaque already in use");
+        }
+        match self.handler.on_stream_start(self, f.opaque, &msg) {
+            Ok(callback) => self.ex.lock().set_callback(f.opaque, callback),
+            Err(_) => {
+                self.drop_frame(f, &format!("no handler for message id {}", msg.id));
+                // Tell the opener this side is done, or its stream (and
+                // opaque) would wait for our FINISH until the connection ends.
+                let _ = self.stream_close(f.opaque, Origin::Remote);
+            }
+        }
+    }
+
+    fn on_stream_msg(self: &Arc<Self>, f: &FrameRef, body: &[u8]) {
+        Stats::incr(&self.stats.n_rxstream);
+        let callback = self.ex.lock().stream_callback(f.opaque);
+        match callback {
+            None => self.drop_frame(f, "STREAM message for an unknown or finished stream"),
+            Some(None) => self.drop_frame(f, "STREAM message for a stream without a callback"),
+            Some(Some(cb)) => {
+                if let Some(msg) = self.message(f, body) {
+                    self.handler.on_stream_msg(self, &cb, Some(&msg));
+                }
+            }
+        }
+    }
+
+    fn on_finish(self: &Arc<Self>, f: &FrameRef) {
+        Stats::incr(&self.stats.n_rxfin);
+        let closing = {
+            let mut ex = self.ex.lock();
+            ex.find_stream(f.opaque)
+                .and_then(|origin| ex.remote_finished(f.opaque, origin))
+        };
+        match closing {
+            None => self.drop_frame(f, "FINISH for an unknown or finished stream"),
+            Some(c) => {
+                if let Some(cb) = c.callback {
+                    self.handler.on_stream_msg(self, &cb, None);
+                }
+            }
+        }
+    }
+}
