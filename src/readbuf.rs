@@ -58,16 +58,46 @@ impl ReadBuf {
 
     fn fill_with(&mut self, fd: RawFd, flags: libc::c_int) -> io::Result<usize> {
         self.make_room();
+        let n = self.recv_spare(fd, usize::MAX, flags)?;
+        // SAFETY: recv initialised exactly these n bytes of spare capacity.
+        unsafe { self.buf.set_len(self.buf.len() + n) };
+        Ok(n)
+    }
+
+    /// Shows what the socket holds without taking it off the socket
+    /// (`MSG_PEEK`, non-blocking), for a caller that wants only some frames
+    /// at its front; the rest stays there for whoever reads next. Only while
+    /// nothing is buffered (a buffered partial frame continues on the
+    /// socket). The bytes are not kept: the next read overwrites them.
+    pub fn peek(&mut self, fd: RawFd) -> io::Result<&[u8]> {
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+        debug_assert!(self.data().is_empty());
+        let n = self.recv_spare(fd, usize::MAX, libc::MSG_PEEK | libc::MSG_DONTWAIT)?;
         let spare = self.buf.spare_capacity_mut();
+        // SAFETY: recv initialised the first n bytes of spare capacity, and
+        // the slice borrows self, so no read can overwrite them meanwhile.
+        Ok(unsafe { std::slice::from_raw_parts(spare.as_ptr().cast::<u8>(), n) })
+    }
+
+    /// Takes `n` bytes that `peek` showed off the socket, dropping them.
+    pub fn skip(&mut self, fd: RawFd, n: usize) -> io::Result<usize> {
+        self.recv_spare(fd, n, libc::MSG_DONTWAIT)
+    }
+
+    /// One recv of at most `limit` bytes into the spare capacity; retried
+    /// when interrupted. The caller decides whether the bytes are kept.
+    fn recv_spare(&mut self, fd: RawFd, limit: usize, flags: libc::c_int) -> io::Result<usize> {
+        let spare = self.buf.spare_capacity_mut();
+        let len = spare.len().min(limit);
         loop {
-            // SAFETY: recv writes at most spare.len() bytes into memory this
-            // Vec owns and has not initialised; exactly n of them are then
-            // marked initialised.
-            let n = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), spare.len(), flags) };
+            // SAFETY: recv writes at most len bytes into memory this Vec
+            // owns and has not initialised.
+            let n = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), len, flags) };
             if n >= 0 {
-                let n = n as usize;
-                unsafe { self.buf.set_len(self.buf.len() + n) };
-                return Ok(n);
+                return Ok(n as usize);
             }
             let err = io::Error::last_os_error();
             if err.kind() != io::ErrorKind::Interrupted {
@@ -137,6 +167,23 @@ mod tests {
         assert_eq!((rb.buf.capacity(), rb.data().len()), (8, 0));
         drop(tx);
         assert_eq!(rb.fill(rx.as_raw_fd()).unwrap(), 0);
+    }
+
+    #[test]
+    fn peek_shows_without_taking_and_skip_takes() {
+        let (mut tx, rx) = UnixStream::pair().unwrap();
+        let mut rb = ReadBuf::new(8, 64);
+        assert_eq!(
+            rb.peek(rx.as_raw_fd()).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+        tx.write_all(b"abcdef").unwrap();
+        assert_eq!(rb.peek(rx.as_raw_fd()).unwrap(), b"abcdef");
+        assert_eq!(rb.peek(rx.as_raw_fd()).unwrap(), b"abcdef"); // still there
+        assert_eq!(rb.skip(rx.as_raw_fd(), 4).unwrap(), 4);
+        assert!(rb.data().is_empty()); // skipped bytes are not kept
+        assert_eq!(rb.fill(rx.as_raw_fd()).unwrap(), 2);
+        assert_eq!(rb.data(), b"ef");
     }
 
     #[test]

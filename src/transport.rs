@@ -19,14 +19,13 @@ use crate::codec::{Kind, Message};
 use crate::errors::{Error, Result};
 use crate::exchange::{Exchanges, Origin, OwnedMessage, Slot};
 use crate::opaque::OpaquePool;
+use crate::readbuf::ReadBuf;
 use crate::settings::Settings;
 use crate::stats::{self, Stats};
 use crate::writer::{Out, Outbox, Urgency};
 
 mod dispatch;
 mod receive;
-
-use receive::{Doorbell, ReadState};
 
 /// Whether a handler took a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,12 +100,9 @@ pub struct Core<H: Handler> {
     reader: Mutex<Option<JoinHandle<()>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     reader_id: OnceLock<ThreadId>,
-    /// The receive side, shared: the reader thread, or a lone requester
-    /// reading its own RESPONSE, whoever holds it.
-    read: Mutex<ReadState>,
-    /// Wakes the reader thread when a requester left frames it could not
-    /// handle (or saw the connection end) in the shared read buffer.
-    wake_reader: Doorbell,
+    /// The receive buffer, held by whoever reads the socket: the reader
+    /// thread, or a lone requester taking its own RESPONSE (`receive`).
+    read: Mutex<ReadBuf>,
 }
 
 /// What `close_all_transports` needs of a transport, whatever its handler.
@@ -184,8 +180,7 @@ impl<H: Handler> Core<H> {
             reader: Mutex::new(None),
             writer: Mutex::new(None),
             reader_id: OnceLock::new(),
-            read: Mutex::new(ReadState::new(buffersize, max_frame)),
-            wake_reader: Doorbell::new()?,
+            read: Mutex::new(ReadBuf::new(buffersize, max_frame)),
         });
         stats::register(name, &core.stats);
         {

@@ -1,12 +1,12 @@
 //! The receive side of a transport. The reader thread reads the socket,
 //! decodes frames and hands each read's frames to `dispatch`. While this
-//! side has requests going, a lone requester may read the socket itself and
-//! take RESPONSEs straight off it (saving a thread hand-off per round trip);
-//! everything else it reads stays in the shared buffer, in order, for the
-//! reader thread, which it wakes through the `Doorbell`.
+//! side has requests going, a lone requester may take its RESPONSE straight
+//! off the socket (saving a thread hand-off per round trip): it peeks, and
+//! takes only whole RESPONSEs at the front; everything else stays in the
+//! socket, in order, for the reader thread, which then waits in poll().
 
 use std::ops::Range;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -42,50 +42,39 @@ impl<H: Handler> Core<H> {
     fn read_loop(self: &Arc<Self>) -> Result<()> {
         let decoder = FrameDecoder::new(self.settings.max_frame);
         let fd = self.sock.as_raw_fd();
+        let mut frames: Vec<FrameRef> = Vec::new();
         let mut requests_seen = u64::MAX;
         loop {
-            // While this side has requests going, wait with poll() and leave
-            // the socket to a requester that reads its own RESPONSE; else
+            // While this side has requests going, wait in poll() and leave
+            // the socket to a requester that takes its own RESPONSE; else
             // block in recv(), one system call per read instead of two.
             let requests = self.stats.n_txreq.load(Ordering::Relaxed);
             let requesters_read =
                 requests != requests_seen || self.waiters.load(Ordering::Acquire) > 0;
             requests_seen = requests;
             if requesters_read {
-                self.wake_reader.wait_with(fd)?;
+                wait_readable(fd)?;
             }
-            let mut guard = self.read.lock();
-            let st = &mut *guard;
-            let outcome = match st.ended.take() {
-                Some(Ok(())) => ReadOutcome::End,
-                Some(Err(e)) => return Err(e.into()),
-                None if requesters_read => read_now(&mut st.rb, fd)?,
-                None => {
-                    // Frames a requester left behind go first.
-                    self.decode_and_process(&decoder, st)?;
-                    match st.rb.fill(fd)? {
-                        0 => ReadOutcome::End,
-                        n => ReadOutcome::Bytes(n),
-                    }
+            let mut rb = self.read.lock();
+            let n = if requesters_read {
+                match rb.fill_now(fd) {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    r => r?,
                 }
+            } else {
+                rb.fill(fd)?
             };
-            let n = match outcome {
-                ReadOutcome::Bytes(n) => {
-                    Stats::add(&self.stats.n_rxbyte, n as u64);
-                    n
-                }
-                _ => 0,
-            };
-            self.decode_and_process(&decoder, st)?;
-            if let ReadOutcome::End = outcome {
-                if !st.rb.data().is_empty() {
-                    let partial = st.rb.data().len();
+            if n == 0 {
+                if !rb.data().is_empty() {
+                    let partial = rb.data().len();
                     self.stats.drop_frame(partial);
                     return Err(ProtocolError::Truncated(partial).into());
                 }
                 return Ok(());
             }
-            st.rb.settle(n);
+            Stats::add(&self.stats.n_rxbyte, n as u64);
+            self.decode_and_process(&decoder, &mut rb, &mut frames)?;
+            rb.settle(n);
         }
     }
 
@@ -93,10 +82,9 @@ impl<H: Handler> Core<H> {
     fn decode_and_process(
         self: &Arc<Self>,
         decoder: &FrameDecoder,
-        st: &mut ReadState,
+        rb: &mut ReadBuf,
+        frames: &mut Vec<FrameRef>,
     ) -> Result<()> {
-        st.left_for_reader = false;
-        let (rb, frames) = (&mut st.rb, &mut st.frames);
         while !rb.data().is_empty() {
             match decoder.decode(rb.data()) {
                 Ok(None) => break,
@@ -137,16 +125,15 @@ impl<H: Handler> Core<H> {
 
     /// A lone requester waits for its RESPONSE by reading the socket itself
     /// (when the reader thread is not busy with it), for up to `SPIN`: this
-    /// saves the hand-off from the reader thread on every round trip. It
-    /// handles only RESPONSEs at the front of what it read; anything else
-    /// is left, in order, for the reader thread, which it wakes.
+    /// saves the hand-off from the reader thread on every round trip.
     pub(super) fn spin_reading(&self, slot: &Slot) {
         let until = Instant::now() + SPIN;
         let decoder = FrameDecoder::new(self.settings.max_frame);
         while !slot.is_ready() && Instant::now() < until {
-            if let Some(mut st) = self.read.try_lock() {
-                if st.ended.is_none() && !st.left_for_reader {
-                    self.read_responses(&decoder, &mut st);
+            if let Some(mut rb) = self.read.try_lock() {
+                // A partial frame in the buffer is the reader's to finish.
+                if rb.data().is_empty() {
+                    self.take_responses(&decoder, &mut rb);
                 }
             }
             if slot.is_ready() {
@@ -156,90 +143,46 @@ impl<H: Handler> Core<H> {
         }
     }
 
-    fn read_responses(&self, decoder: &FrameDecoder, st: &mut ReadState) {
+    /// Peeks at the socket and takes off it only the whole RESPONSEs to our
+    /// requests at its front, delivering them. Anything else (other frames,
+    /// a partial frame, the end of the connection, an error) stays in the
+    /// socket, in order, where the reader thread's poll() sees it.
+    fn take_responses(&self, decoder: &FrameDecoder, rb: &mut ReadBuf) {
         let fd = self.sock.as_raw_fd();
-        let n = match read_now(&mut st.rb, fd) {
-            Ok(ReadOutcome::Bytes(n)) => n,
-            Ok(ReadOutcome::Nothing) => return,
-            Ok(ReadOutcome::End) => {
-                st.ended = Some(Ok(()));
-                self.wake_reader.ring();
-                return;
-            }
-            Err(e) => {
-                st.ended = Some(Err(e));
-                self.wake_reader.ring();
-                return;
-            }
+        let Ok(peeked) = rb.peek(fd) else {
+            return;
         };
-        Stats::add(&self.stats.n_rxbyte, n as u64);
-        let rb = &mut st.rb;
-        let mut left_for_reader = false;
-        while !rb.data().is_empty() {
-            let (f, used) = match decoder.decode(rb.data()) {
-                Ok(None) => break,
-                Ok(Some((Decoded::Frame(f), used))) if f.kind == Kind::Request => (f, used),
-                _ => {
-                    left_for_reader = true;
-                    break;
-                }
-            };
+        let mut taken = 0;
+        while let Ok(Some((Decoded::Frame(f), used))) = decoder.decode(&peeked[taken..]) {
+            if f.kind != Kind::Request {
+                break;
+            }
             let class = {
                 let mut ex = self.ex.lock();
                 ex.is_response(f.opaque)
                     .then(|| ex.classify_request(f.opaque))
             };
             let Some(class) = class else {
-                left_for_reader = true;
                 break;
             };
-            let body = body_range(rb.data(), f.body, rb.offset());
-            let fref = FrameRef {
+            let frame = FrameRef {
                 kind: f.kind,
                 opaque: f.opaque,
-                body: body.clone(),
+                body: body_range(&peeked[taken..], f.body, taken),
                 len: used,
             };
             Stats::incr(&self.stats.n_rx);
-            self.deliver_response(&fref, &rb.whole()[body], class);
-            rb.consume(used);
+            self.deliver_response(&frame, &peeked[frame.body.clone()], class);
+            taken += used;
         }
-        rb.settle(n);
-        if left_for_reader {
-            st.left_for_reader = true;
-            self.wake_reader.ring();
-        }
-    }
-}
-
-pub(super) struct ReadState {
-    rb: ReadBuf,
-    frames: Vec<FrameRef>,
-    /// What a requester's read found instead of bytes: the end (Ok) or an error.
-    ended: Option<std::io::Result<()>>,
-    /// A requester left whole frames that are not RESPONSEs at the front of
-    /// `rb`: until the reader thread has handled them, requesters neither
-    /// read nor decode, so the buffer never holds more than the reader's own
-    /// reads would (one partial frame and one read).
-    left_for_reader: bool,
-}
-
-impl ReadState {
-    pub(super) fn new(buffersize: usize, max_frame: usize) -> Self {
-        ReadState {
-            rb: ReadBuf::new(buffersize, max_frame),
-            frames: Vec::new(),
-            ended: None,
-            left_for_reader: false,
+        if taken > 0 {
+            // Peeked bytes stay readable until read, so this takes them all;
+            // were it ever cut short, the reader would see a broken frame
+            // and end the connection with a ProtocolError.
+            let _ = rb.skip(fd, taken);
+            Stats::add(&self.stats.n_rxbyte, taken as u64);
         }
     }
-}
-
-/// What one non-blocking read gave.
-enum ReadOutcome {
-    Bytes(usize),
-    Nothing,
-    End,
 }
 
 /// Where `body` (a sub-slice of `window`, or an empty slice from anywhere)
@@ -252,62 +195,21 @@ fn body_range(window: &[u8], body: &[u8], offset: usize) -> Range<usize> {
     offset + at..offset + at + body.len()
 }
 
-fn read_now(rb: &mut ReadBuf, fd: RawFd) -> std::io::Result<ReadOutcome> {
-    match rb.fill_now(fd) {
-        Ok(0) => Ok(ReadOutcome::End),
-        Ok(n) => Ok(ReadOutcome::Bytes(n)),
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(ReadOutcome::Nothing),
-        Err(e) => Err(e),
-    }
-}
-
-/// An eventfd that a requester rings to wake the reader thread out of
-/// `poll()` when it left frames for it, or saw the connection end.
-pub(super) struct Doorbell(OwnedFd);
-
-impl Doorbell {
-    pub(super) fn new() -> std::io::Result<Self> {
-        // SAFETY: eventfd returns a new descriptor we own, or -1.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
+/// Blocks until the socket has something to read, or has ended.
+fn wait_readable(fd: RawFd) -> std::io::Result<()> {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: one valid pollfd owned by this frame.
+        if unsafe { libc::poll(&mut pfd, 1, -1) } >= 0 {
+            return Ok(());
         }
-        // SAFETY: fd is a fresh, open descriptor owned by nobody else.
-        Ok(Doorbell(unsafe { OwnedFd::from_raw_fd(fd) }))
-    }
-
-    fn ring(&self) {
-        let one = 1u64;
-        // SAFETY: writes 8 bytes from a local u64 to our eventfd. It can only
-        // fail when the counter would overflow, and then it is rung anyway.
-        unsafe { libc::write(self.0.as_raw_fd(), (&one as *const u64).cast(), 8) };
-    }
-
-    /// Blocks until `sock` has something to read (or has ended) or the bell
-    /// rang; clears the bell.
-    fn wait_with(&self, sock: RawFd) -> std::io::Result<()> {
-        let bell = self.0.as_raw_fd();
-        let mut fds = [sock, bell].map(|fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        });
-        loop {
-            // SAFETY: two valid pollfd entries owned by this frame.
-            if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } >= 0 {
-                break;
-            }
-            let err = std::io::Error::last_os_error();
-            if err.kind() != std::io::ErrorKind::Interrupted {
-                return Err(err);
-            }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            return Err(err);
         }
-        if fds[1].revents != 0 {
-            let mut count = 0u64;
-            // SAFETY: reads 8 bytes into a local u64 (resets the eventfd; it
-            // is non-blocking, so a lost race with another reset is harmless).
-            unsafe { libc::read(bell, (&mut count as *mut u64).cast(), 8) };
-        }
-        Ok(())
     }
 }
