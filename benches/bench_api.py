@@ -3,7 +3,7 @@
     python -m pytest benches/bench_api.py --benchmark-only -p no:cacheprovider
 
 Not part of the test suite (testpaths is tests/). Throughput between two
-processes is benches/throughput.py.
+processes is benches/compare (``scripts/bench``).
 """
 
 from __future__ import annotations

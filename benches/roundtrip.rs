@@ -1,7 +1,7 @@
 //! Request/response round trips through the Rust transport core, with no
 //! Python on either side, beside plain blocking sockets doing the same
 //! exchange in the same run. It tells what the core costs on its own, so
-//! the Python figures (`benches/throughput.py`) can be split into "the
+//! the Python figures (`benches/compare`) can be split into "the
 //! loopback", "the core" and "the interpreter".
 //!
 //! * `socket_pingpong`: one thread writes 87 bytes (the size of a gofast

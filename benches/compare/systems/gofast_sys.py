@@ -1,5 +1,5 @@
-"""gofast for Python, driven as in benches/throughput.py: default settings, the
-sync API, handlers subscribed by id on the server, one transport per client.
+"""gofast for Python: default settings, the sync API, handlers subscribed by
+id on the server, one transport per client.
 
 Every message is a ``gofast.BinMessage(id, payload)``, so the bytes on the wire
 are the payload plus gofast's own framing, as for every other system.
