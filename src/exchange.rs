@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex};
 
@@ -27,12 +27,6 @@ pub struct Slot {
     cv: Condvar,
     ready: AtomicBool,
 }
-
-/// How long a lone requester polls for its RESPONSE before sleeping (see
-/// `Core::spin_reading`): a loopback round trip is tens of microseconds,
-/// and sleeping on a futex adds a wake-up of about that much again. Worth it
-/// only when the waiter is alone (many spinning threads starve the reader).
-pub const SPIN: Duration = Duration::from_micros(50);
 
 impl Slot {
     pub fn fill(&self, v: Result<OwnedMessage>) {

@@ -9,16 +9,22 @@ use std::ops::Range;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::dispatch::FrameRef;
 use super::{Core, Handler};
 use crate::codec::{Decoded, FrameDecoder, Kind};
 use crate::errors::{ProtocolError, Result};
-use crate::exchange::{Slot, SPIN};
+use crate::exchange::Slot;
 use crate::readbuf::ReadBuf;
 use crate::stats::Stats;
 use crate::writer::Outbox;
+
+/// How long a lone requester reads for its RESPONSE before sleeping on its
+/// slot: a loopback round trip is tens of microseconds, and a futex sleep adds
+/// a wake-up of about that much again. Only a lone waiter does it (many
+/// spinning threads would starve the reader).
+const SPIN: Duration = Duration::from_micros(50);
 
 impl<H: Handler> Core<H> {
     pub(super) fn run_reader(self: Arc<Self>) {
