@@ -24,6 +24,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use gofast::codec::Message;
 use gofast::settings::{Role, Settings};
 use gofast::transport::{Core, Dispatched, Handler};
+use gofast::writer::Data;
 
 const ECHO_ID: u64 = 100;
 const PAYLOAD: [u8; 64] = [b'r'; 64];
@@ -44,7 +45,7 @@ impl Handler for Echo {
     }
 
     fn on_request(&self, core: &Arc<Core<Self>>, opaque: u64, msg: &Message<'_>) -> Dispatched {
-        match core.respond(opaque, msg.id, &msg.data, true) {
+        match core.respond(opaque, msg.id, Data::copied(&msg.data), true) {
             Ok(_) => Dispatched::Handled,
             Err(_) => Dispatched::NoHandler,
         }

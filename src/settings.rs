@@ -55,7 +55,7 @@ impl Settings {
             opaque_end,
             gzip_level: 1,
             max_frame: 16 * 1024 * 1024,
-            max_pending: 4 * 1024 * 1024,
+            max_pending: 1024 * 1024,
             flush_period: Some(Duration::from_millis(5)),
             request_timeout: Some(Duration::from_secs(30)),
         }

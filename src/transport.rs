@@ -22,7 +22,7 @@ use crate::opaque::OpaquePool;
 use crate::readbuf::ReadBuf;
 use crate::settings::Settings;
 use crate::stats::{self, Stats};
-use crate::writer::{Out, Outbox, Urgency};
+use crate::writer::{Data, Out, Outbox, Urgency};
 
 mod dispatch;
 mod receive;
@@ -308,7 +308,7 @@ impl<H: Handler> Core<H> {
     }
 
     /// Queues a POST. `Ok(false)`: the queue is full, wait for room and retry.
-    pub fn post(&self, id: u64, data: &[u8], flush: bool) -> Result<bool> {
+    pub fn post(&self, id: u64, data: Data<'_>, flush: bool) -> Result<bool> {
         check_id(id)?;
         let opaque = self.settings.opaque_start;
         self.send_msg(
@@ -327,7 +327,7 @@ impl<H: Handler> Core<H> {
         kind: Kind,
         opaque: u64,
         id: u64,
-        data: &[u8],
+        data: Data<'_>,
         urgency: Urgency,
         counter: &std::sync::atomic::AtomicU64,
     ) -> Result<bool> {
@@ -366,7 +366,7 @@ impl<H: Handler> Core<H> {
             kind: Kind::Request,
             opaque,
             id,
-            data,
+            data: Data::copied(data),
             compress,
         };
         loop {
@@ -430,7 +430,7 @@ impl<H: Handler> Core<H> {
     }
 
     /// Answers the peer's REQUEST `opaque`.
-    pub fn respond(&self, opaque: u64, id: u64, data: &[u8], flush: bool) -> Result<bool> {
+    pub fn respond(&self, opaque: u64, id: u64, data: Data<'_>, flush: bool) -> Result<bool> {
         check_id(id)?;
         let urgency = batch_or(flush, Urgency::Direct);
         self.send_msg(
@@ -447,7 +447,7 @@ impl<H: Handler> Core<H> {
     pub fn open_stream(
         &self,
         id: u64,
-        data: &[u8],
+        data: Data<'_>,
         callback: H::Callback,
         flush: bool,
     ) -> Result<Option<u64>> {
@@ -475,7 +475,7 @@ impl<H: Handler> Core<H> {
         opaque: u64,
         origin: Origin,
         id: u64,
-        data: &[u8],
+        data: Data<'_>,
         flush: bool,
     ) -> Result<bool> {
         check_id(id)?;

@@ -1,5 +1,5 @@
 //! The batching writer: every frame a transport sends is encoded into one
-//! shared buffer, and whatever is queued goes out in one system call.
+//! shared queue, and whatever is queued goes out in one system call.
 //!
 //! Who does the system call is the point of this module:
 //! * a caller that will wait anyway (a REQUEST) writes itself, without
@@ -16,9 +16,14 @@
 //!   sender gets large writes for free. The writer thread also keeps the
 //!   flush period (batched frames wait at most that long) and heartbeats.
 //!
+//! Large message data is not copied into the queue but lent by its sender
+//! (see `queue`), and sent from where it lies in the same system call.
+//!
 //! Application senders block (backpressure) when `max_pending` bytes are
 //! queued; the reader thread never blocks here, so two peers cannot
 //! deadlock writing to each other.
+
+mod queue;
 
 use std::cell::Cell;
 use std::io;
@@ -30,9 +35,11 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::builtin::{encode_heartbeat, HEARTBEAT_ID};
-use crate::codec::{encode_finish, encode_frame, Encoding, Kind, Scratch};
+use crate::codec::{encode_finish, Encoding, Kind, Scratch};
 use crate::errors::{Error, Result};
 use crate::stats::Stats;
+use queue::Queue;
+pub use queue::{Data, Lender, LEND_MIN};
 
 /// One frame to queue.
 #[derive(Clone, Copy, Debug)]
@@ -41,7 +48,7 @@ pub enum Out<'a> {
         kind: Kind,
         opaque: u64,
         id: u64,
-        data: &'a [u8],
+        data: Data<'a>,
         compress: bool,
     },
     Finish {
@@ -74,7 +81,7 @@ struct Heartbeat {
 }
 
 struct State {
-    buf: Vec<u8>,
+    buf: Queue,
     spare: Vec<u8>,
     frames: usize,
     due: bool,
@@ -105,8 +112,10 @@ pub struct Outbox {
     max_pending: usize,
 }
 
-/// Largest buffer kept for reuse; a bigger one (after a burst of large
-/// frames) is freed so an idle transport stays small.
+/// Largest buffer kept once the queue is idle. While senders keep it busy,
+/// grown buffers are reused (no regrowing, no fresh pages per write); a
+/// bigger one is freed when the queue empties, so an idle transport stays
+/// small.
 const KEEP_CAPACITY: usize = 256 * 1024;
 
 impl Outbox {
@@ -121,7 +130,7 @@ impl Outbox {
     ) -> Self {
         Outbox {
             state: Mutex::new(State {
-                buf: Vec::new(),
+                buf: Queue::default(),
                 spare: Vec::new(),
                 frames: 0,
                 due: false,
@@ -186,7 +195,7 @@ impl Outbox {
         } else if g.oldest.is_none() {
             g.oldest = Some(Instant::now());
         }
-        if CORKED.get() == self as *const Outbox as usize {
+        if self.is_corked_here() {
             return Ok(true); // the reader flushes once after its batch
         }
         if g.due && !g.writing {
@@ -259,6 +268,11 @@ impl Outbox {
         r
     }
 
+    /// Whether this thread is the reader dispatching a batch for this outbox.
+    fn is_corked_here(&self) -> bool {
+        CORKED.get() == self as *const Outbox as usize
+    }
+
     /// Marks the calling thread as a reader thread: it never blocks here.
     pub fn mark_reader_thread() {
         NEVER_BLOCK.set(true);
@@ -281,7 +295,7 @@ impl Outbox {
         }
         let flushed = g.buf.is_empty() && !g.writing;
         g.stop_thread = true;
-        g.buf = Vec::new();
+        g.buf = Queue::default();
         self.writer_cv.notify_all();
         self.room_cv.notify_all();
         flushed
@@ -294,7 +308,7 @@ impl Outbox {
             g.closed = Some(reason.to_string());
         }
         g.stop_thread = true;
-        g.buf = Vec::new();
+        g.buf = Queue::default();
         self.writer_cv.notify_all();
         self.room_cv.notify_all();
     }
@@ -316,7 +330,7 @@ impl Outbox {
                         kind,
                         opaque,
                         id: HEARTBEAT_ID,
-                        data: &data,
+                        data: Data::copied(&data),
                         compress: true,
                     };
                     encode_into(&mut g, out);
@@ -355,38 +369,42 @@ impl Outbox {
         mut g: MutexGuard<'a, State>,
         blocking: bool,
     ) -> MutexGuard<'a, State> {
+        let fd = self.sock.as_raw_fd();
         loop {
-            let fresh = std::mem::take(&mut g.spare);
-            let mut data = std::mem::replace(&mut g.buf, fresh);
+            let fresh = Queue::with_buffer(std::mem::take(&mut g.spare));
+            let data = std::mem::replace(&mut g.buf, fresh);
             g.frames = 0;
             g.due = false;
             g.oldest = None;
             g.writing = true;
-            let result = MutexGuard::unlocked(&mut g, || self.send(&data, blocking));
+            let (result, unsent, used) = MutexGuard::unlocked(&mut g, || {
+                let result = data.send(fd, blocking);
+                let unsent = match result {
+                    Ok(n) if n < data.len() => Some(data.unsent(n)),
+                    _ => None,
+                };
+                // Lent references are dropped here, outside the lock.
+                (result, unsent, data.into_buffer())
+            });
             g.writing = false;
             match result {
                 Ok(n) => {
                     Stats::add(&self.stats.n_txbyte, n as u64);
                     Stats::incr(&self.stats.n_flushes);
-                    if n < data.len() {
+                    if let Some(mut unsent) = unsent {
                         // Socket full: the unsent tail goes back in front of
                         // whatever was queued meanwhile.
-                        data.drain(..n);
-                        data.extend_from_slice(&g.buf);
-                        let queued = std::mem::replace(&mut g.buf, data);
-                        recycle(&mut g, queued);
+                        unsent.append(std::mem::take(&mut g.buf));
+                        g.buf = unsent;
+                        recycle(&mut g, used);
                         g.due = true;
                         self.writer_cv.notify_one();
                         break;
                     }
-                    recycle(&mut g, data);
+                    recycle(&mut g, used);
                 }
                 Err(e) => {
-                    let why = format!("write failed: {e}");
-                    log::warn!("gofast: {why}");
-                    g.closed.get_or_insert(why);
-                    g.buf = Vec::new();
-                    let _ = self.sock.shutdown(std::net::Shutdown::Both);
+                    self.fail_write(&mut g, &e);
                     break;
                 }
             }
@@ -400,31 +418,19 @@ impl Outbox {
         if g.closed.is_some() {
             self.room_cv.notify_all();
         }
+        shrink_if_idle(&mut g);
         g
     }
 
-    /// One `send` loop; non-blocking mode stops at the first EAGAIN.
-    fn send(&self, data: &[u8], blocking: bool) -> io::Result<usize> {
-        let fd = self.sock.as_raw_fd();
-        let flags = libc::MSG_NOSIGNAL | if blocking { 0 } else { libc::MSG_DONTWAIT };
-        let mut off = 0;
-        while off < data.len() {
-            let rest = &data[off..];
-            // SAFETY: fd is owned by self.sock for our lifetime; the pointer
-            // and length come from a live slice.
-            let n = unsafe { libc::send(fd, rest.as_ptr().cast(), rest.len(), flags) };
-            if n >= 0 {
-                off += n as usize;
-                continue;
-            }
-            let err = io::Error::last_os_error();
-            match err.kind() {
-                io::ErrorKind::Interrupted => continue,
-                io::ErrorKind::WouldBlock if !blocking => break,
-                _ => return Err(err),
-            }
-        }
-        Ok(off)
+    /// A write failed: the connection is unusable, and what is queued is
+    /// lost with it. Returns why the outbox is closed.
+    fn fail_write(&self, g: &mut State, e: &io::Error) -> String {
+        let why = format!("write failed: {e}");
+        log::warn!("gofast: {why}");
+        let why = g.closed.get_or_insert(why).clone();
+        g.buf = Queue::default();
+        let _ = self.sock.shutdown(std::net::Shutdown::Both);
+        why
     }
 }
 
@@ -439,30 +445,37 @@ fn encode_into(g: &mut State, out: Out<'_>) {
             compress,
         } => {
             let encodings: &[Encoding] = if compress { &st.encodings } else { &[] };
-            encode_frame(
-                &mut st.buf,
-                kind,
-                opaque,
-                id,
-                data,
-                encodings,
-                &mut st.scratch,
-            );
+            st.buf
+                .push_msg(kind, opaque, id, data, encodings, &mut st.scratch);
         }
-        Out::Finish { opaque } => encode_finish(&mut st.buf, opaque),
+        Out::Finish { opaque } => encode_finish(st.buf.copied_mut(), opaque),
     }
 }
 
 fn recycle(g: &mut State, mut used: Vec<u8>) {
     used.clear();
-    if used.capacity() <= KEEP_CAPACITY && used.capacity() > g.spare.capacity() {
+    let busy = !g.buf.is_empty();
+    if (busy || used.capacity() <= KEEP_CAPACITY) && used.capacity() > g.spare.capacity() {
         g.spare = used;
+    }
+}
+
+/// Frees buffers a burst grew, once nothing is queued.
+fn shrink_if_idle(g: &mut State) {
+    if g.buf.is_empty() {
+        if g.buf.capacity() > KEEP_CAPACITY {
+            g.buf = Queue::default();
+        }
+        if g.spare.capacity() > KEEP_CAPACITY {
+            g.spare = Vec::new();
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::encode_frame;
     use std::io::Read;
     use std::net::TcpListener;
     use std::sync::atomic::Ordering::Relaxed;
@@ -484,7 +497,7 @@ mod tests {
             kind: Kind::Request,
             opaque,
             id: 100,
-            data: b"ping",
+            data: Data::copied(b"ping"),
             compress: false,
         }
     }
@@ -509,7 +522,7 @@ mod tests {
                 kind,
                 opaque,
                 id,
-                data,
+                data.bytes(),
                 &[],
                 &mut Scratch::with_gzip_level(1),
             );
@@ -568,5 +581,56 @@ mod tests {
             assert_eq!(outbox.stats.n_flushes.load(Relaxed), 1);
         });
         read_exactly(&mut peer, frame_len());
+    }
+
+    struct ArcLender(Arc<Vec<u8>>);
+
+    impl Lender for ArcLender {
+        fn lend(&self) -> Box<dyn Send> {
+            Box::new(self.0.clone())
+        }
+    }
+
+    /// Callers' own writes that the full socket cuts short hand the rest
+    /// of lent frames over, in order, and the references go once sent.
+    #[test]
+    fn lent_frames_survive_partial_writes() {
+        let (outbox, mut peer) = outbox();
+        let big = Arc::new(
+            (0..300_000u32)
+                .map(|i| (i % 251) as u8)
+                .collect::<Vec<u8>>(),
+        );
+        let lender = ArcLender(big.clone());
+        let mut want = Vec::new();
+        let mut full = false;
+        for i in 0..200u64 {
+            // Alternating lent and small frames until the socket and then
+            // the queue are full: direct writes were cut short on the way.
+            let data: &[u8] = if i % 2 == 0 { &big[..] } else { b"small" };
+            // SAFETY: the Arc keeps the Vec alive and nothing mutates it.
+            let data = unsafe { Data::lent(data, &lender) };
+            let out = Out::Msg {
+                kind: Kind::Post,
+                opaque: 1,
+                id: 100 + i,
+                data,
+                compress: false,
+            };
+            if !outbox.push(out, Urgency::Direct).unwrap() {
+                full = true;
+                break;
+            }
+            encode_into_plain(&mut want, out);
+        }
+        assert!(full, "the socket never filled");
+        assert!(Arc::strong_count(&big) > 1, "some frames still queued");
+        let writer = outbox.clone();
+        let writer = std::thread::spawn(move || writer.run_writer());
+        outbox.flush();
+        assert!(read_exactly(&mut peer, want.len()) == want);
+        assert!(outbox.close("done", Duration::from_secs(5)));
+        writer.join().unwrap();
+        assert_eq!(Arc::strong_count(&big), 2, "only ours and the lender's");
     }
 }

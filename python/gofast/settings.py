@@ -14,7 +14,7 @@ key                       default                meaning
                           accept                 exchanges in flight at once
 ``gzip.level``            1                      gzip level (0..9) for what we compress
 ``frame.max``             16 MiB                 largest frame accepted from the peer
-``pending.max``           4 MiB                  queued bytes before senders block
+``pending.max``           1 MiB                  queued bytes before senders block
 ``flush.period``          0.005                  seconds a batched frame may wait (None:
                                                  only batchsize or flush=True send it)
 ``request.timeout``       30.0                   default request timeout in seconds

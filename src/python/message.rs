@@ -7,6 +7,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::codec::Message;
+use crate::writer::{Data, Lender};
 
 /// A received message: its id and its encoded bytes. It can be sent back as
 /// it is (it has `ID` and `encode()`), and `decode(T)` turns it into a `T`.
@@ -102,4 +103,19 @@ pub fn message_parts<'py>(msg: &Bound<'py, PyAny>) -> PyResult<(u64, Bound<'py, 
         ))
     })?;
     Ok((id, data))
+}
+
+impl Lender for Bound<'_, PyBytes> {
+    fn lend(&self) -> Box<dyn Send> {
+        Box::new(self.clone().unbind())
+    }
+}
+
+/// A message's bytes as data the writer may keep a reference to instead of
+/// copying (it does so for large ones). Only while attached to Python: the
+/// `Bound` cannot cross into `detach`.
+pub fn lendable<'a>(bytes: &'a Bound<'_, PyBytes>) -> Data<'a> {
+    // SAFETY: a `bytes` object's contents live inside the object and never
+    // change once it exists; every lent box holds a strong reference to it.
+    unsafe { Data::lent(bytes.as_bytes(), bytes) }
 }

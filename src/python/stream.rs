@@ -10,7 +10,7 @@ use pyo3::intern;
 
 use super::errors::{Timeout, UsageError};
 use super::handler::PyHandler;
-use super::message::message_parts;
+use super::message::{lendable, message_parts};
 use super::send_or_wait;
 use crate::exchange::Origin;
 use crate::transport::Core;
@@ -93,9 +93,9 @@ impl PyStream {
     fn send(&self, py: Python<'_>, msg: &Bound<'_, PyAny>, flush: bool) -> PyResult<()> {
         let origin = self.origin("send")?;
         let (id, data) = message_parts(msg)?;
-        let bytes = data.as_bytes();
+        let data = lendable(&data);
         send_or_wait(py, &self.core, || {
-            self.core.stream_send(self.opaque, origin, id, bytes, flush)
+            self.core.stream_send(self.opaque, origin, id, data, flush)
         })
     }
 
@@ -116,9 +116,9 @@ impl PyStream {
                 self.opaque
             )));
         }
-        let bytes = data.as_bytes();
+        let data = lendable(&data);
         send_or_wait(py, &self.core, || {
-            self.core.respond(self.opaque, id, bytes, flush)
+            self.core.respond(self.opaque, id, data, flush)
         })
     }
 

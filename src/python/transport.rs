@@ -13,7 +13,7 @@ use pyo3::types::{PyBytes, PyDict};
 
 use super::errors::{SettingsError, Timeout, UsageError};
 use super::handler::PyHandler;
-use super::message::{message_parts, BinMessage};
+use super::message::{lendable, message_parts, BinMessage};
 use super::send_or_wait;
 use super::settings;
 use super::stream::PyStream;
@@ -232,8 +232,8 @@ impl PyTransport {
     #[pyo3(signature = (msg, flush = false))]
     fn post(&self, py: Python<'_>, msg: &Bound<'_, PyAny>, flush: bool) -> PyResult<()> {
         let (id, data) = message_parts(msg)?;
-        let bytes = data.as_bytes();
-        send_or_wait(py, &self.core, || self.core.post(id, bytes, flush))
+        let data = lendable(&data);
+        send_or_wait(py, &self.core, || self.core.post(id, data, flush))
     }
 
     /// Posts many messages in one call (one lock, one wake-up).
@@ -243,8 +243,8 @@ impl PyTransport {
         for msg in msgs.try_iter()? {
             let msg = msg?;
             let (id, data) = message_parts(&msg)?;
-            let bytes = data.as_bytes();
-            send_or_wait(py, &self.core, || self.core.post(id, bytes, false))?;
+            let data = lendable(&data);
+            send_or_wait(py, &self.core, || self.core.post(id, data, false))?;
             n += 1;
         }
         if flush && n > 0 {
@@ -334,11 +334,11 @@ impl PyTransport {
             }
         };
         let (id, data) = message_parts(msg)?;
-        let bytes = data.as_bytes();
+        let data = lendable(&data);
         let callback = Arc::new(callback);
         let mut opened = None;
         send_or_wait(py, &self.core, || {
-            opened = self.core.open_stream(id, bytes, callback.clone(), flush)?;
+            opened = self.core.open_stream(id, data, callback.clone(), flush)?;
             Ok(opened.is_some())
         })?;
         let opaque = opened.ok_or_else(|| UsageError::new_err("stream was not opened"))?;

@@ -13,7 +13,7 @@ use crate::codec::{decode_body, Kind, Message};
 use crate::errors::Error;
 use crate::exchange::{Origin, OwnedMessage, RequestFrame};
 use crate::stats::Stats;
-use crate::writer::{Out, Urgency};
+use crate::writer::{Data, Out, Urgency};
 
 /// A frame delimited in the read buffer.
 pub(super) struct FrameRef {
@@ -184,7 +184,7 @@ impl<H: Handler> Core<H> {
             kind: Kind::Request,
             opaque,
             id: WHOAMI_ID,
-            data: &data,
+            data: Data::copied(&data),
             compress: false,
         };
         if self.push(out, Urgency::Direct).is_ok() {
@@ -200,7 +200,7 @@ impl<H: Handler> Core<H> {
             kind: Kind::Request,
             opaque,
             id: PING_ID,
-            data: echo,
+            data: Data::copied(echo),
             compress: true,
         };
         if self.push(out, Urgency::Direct).is_ok() {
