@@ -55,6 +55,11 @@ def test_post_raw_64b(benchmark: Any, echo_pair: Pair) -> None:
     benchmark(echo_pair.client.post, gofast.BinMessage(100, b"x" * 64))
 
 
+def test_post_raw_64kib(benchmark: Any, echo_pair: Pair) -> None:
+    """Large enough that the writer lends the bytes instead of copying them."""
+    benchmark(echo_pair.client.post, gofast.BinMessage(100, b"x" * 65_536))
+
+
 def test_post_cbor(benchmark: Any, echo_pair: Pair) -> None:
     benchmark(echo_pair.client.post, Note(1, "hello"))
 
