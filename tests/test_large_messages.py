@@ -65,6 +65,39 @@ def test_posts_of_every_size_arrive_exactly_and_in_order(pair_factory: Any, tags
     assert inbox.wait_for(len(want)) == want
 
 
+class Blob(bytes):
+    """A bytes subclass (copied, not lent) that notes its own deletion."""
+
+    deleted = 0
+
+    def __del__(self) -> None:
+        Blob.deleted += 1
+
+
+class BlobMessage:
+    ID = DATA_ID
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def encode(self) -> bytes:
+        return Blob(self.data)
+
+
+def test_large_bytes_subclasses_arrive_too(pair_factory: Any) -> None:
+    inbox = Inbox()
+    pair = pair_factory(server_setup=lambda t: t.subscribe(DATA_ID, inbox))
+    want = [payload(i, 70_000) for i in range(5)]
+    Blob.deleted = 0
+    for i, data in enumerate(want):
+        pair.client.post(BlobMessage(data))
+        # Copied, so nothing holds it once post() returns; the writer drops
+        # references only on its own thread, where __del__ must not run.
+        assert Blob.deleted == i + 1
+    pair.client.flush()
+    assert inbox.wait_for(len(want)) == want
+
+
 def test_post_many_mixes_lent_and_copied(pair_factory: Any) -> None:
     inbox = Inbox()
     pair = pair_factory(server_setup=lambda t: t.subscribe(DATA_ID, inbox))

@@ -113,8 +113,13 @@ impl Lender for Bound<'_, PyBytes> {
 
 /// A message's bytes as data the writer may keep a reference to instead of
 /// copying (it does so for large ones). Only while attached to Python: the
-/// `Bound` cannot cross into `detach`.
+/// `Bound` cannot cross into `detach`. Only exact `bytes`: the writer drops
+/// its references wherever it is, and a subclass's `__del__` could run
+/// Python code there.
 pub fn lendable<'a>(bytes: &'a Bound<'_, PyBytes>) -> Data<'a> {
+    if !bytes.is_exact_instance_of::<PyBytes>() {
+        return Data::copied(bytes.as_bytes());
+    }
     // SAFETY: a `bytes` object's contents live inside the object and never
     // change once it exists; every lent box holds a strong reference to it.
     unsafe { Data::lent(bytes.as_bytes(), bytes) }
