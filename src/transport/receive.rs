@@ -1,9 +1,10 @@
 //! The receive side of a transport. The reader thread reads the socket,
 //! decodes frames and hands each read's frames to `dispatch`. While this
-//! side has requests going, a lone requester may take its RESPONSE straight
-//! off the socket (saving a thread hand-off per round trip): it peeks, and
-//! takes only whole RESPONSEs at the front; everything else stays in the
-//! socket, in order, for the reader thread, which then waits in poll().
+//! side has requests going, one waiting requester at a time may take
+//! RESPONSEs straight off the socket, its own and any others' (saving a
+//! thread hand-off per round trip): it peeks, and takes only whole
+//! RESPONSEs at the front; everything else stays in the socket, in order,
+//! for the reader thread, which then waits in poll().
 
 use std::ops::Range;
 use std::os::fd::{AsRawFd, RawFd};
@@ -20,10 +21,10 @@ use crate::readbuf::ReadBuf;
 use crate::stats::Stats;
 use crate::writer::Outbox;
 
-/// How long a lone requester reads for its RESPONSE before sleeping on its
-/// slot: a loopback round trip is tens of microseconds, and a futex sleep adds
-/// a wake-up of about that much again. Only a lone waiter does it (many
-/// spinning threads would starve the reader).
+/// How long a requester reads for its RESPONSE before sleeping on its slot:
+/// a loopback round trip is tens of microseconds, and a futex sleep adds a
+/// wake-up of about that much again. Only one waiter at a time does it
+/// (many spinning threads would starve the reader).
 const SPIN: Duration = Duration::from_micros(50);
 
 impl<H: Handler> Core<H> {
@@ -129,7 +130,7 @@ impl<H: Handler> Core<H> {
         Ok(())
     }
 
-    /// A lone requester waits for its RESPONSE by reading the socket itself
+    /// A requester waits for its RESPONSE by reading the socket itself
     /// (when the reader thread is not busy with it), for up to `SPIN`: this
     /// saves the hand-off from the reader thread on every round trip.
     pub(super) fn spin_reading(&self, slot: &Slot) {
