@@ -9,11 +9,13 @@ from __future__ import annotations
 import hashlib
 import sys
 import threading
+import time
 from typing import Any
 
 import pytest
 
 import gofast
+import wire
 from conftest import wait_until
 from gofast import BinMessage
 
@@ -167,3 +169,40 @@ def test_the_writer_lets_go_of_sent_bytes(pair_factory: Any) -> None:
         lambda: pair.client.stats()["n_flushes"] >= 0 and sys.getrefcount(data) == before,
         what=f"references released ({sys.getrefcount(data)} != {before})",
     )
+
+
+def test_closing_lets_go_of_large_messages_never_sent() -> None:
+    """A peer that reads nothing: once the socket is full, lent messages wait
+    in the queue; closing fails the blocked sender and drops them."""
+    with wire.raw_server({"pending.max": 1 << 20}) as (_raw, transport):
+        data = payload(3, 100_000)
+        msg = BinMessage(DATA_ID, data)
+        before = sys.getrefcount(data)
+        posted = [0]
+        failed: list[BaseException] = []
+
+        def poster() -> None:
+            try:
+                while True:
+                    transport.post(msg)
+                    posted[0] += 1
+            except gofast.ConnectionClosed as e:
+                failed.append(e)
+
+        def stalled() -> bool:
+            """Nothing more reaches the socket and several are queued, lent."""
+            sent = transport.stats()["n_txbyte"]
+            time.sleep(0.05)
+            return transport.stats()["n_txbyte"] == sent and sys.getrefcount(data) > before + 5
+
+        thread = threading.Thread(target=poster)
+        thread.start()
+        wait_until(stalled, what="the socket full and large messages queued")
+        transport.close()  # lingers, then gives up on the queue
+        thread.join(timeout=10)
+        assert not thread.is_alive() and len(failed) == 1
+        assert transport.stats()["n_txbyte"] < posted[0] * len(data), "all were sent"
+        wait_until(
+            lambda: gofast.stats() is not None and sys.getrefcount(data) == before,
+            what=f"references released ({sys.getrefcount(data)} != {before})",
+        )
