@@ -2,6 +2,7 @@
 
     python -m benches.compare            # full run (1M one-way / stream messages)
     python -m benches.compare --quick    # short run (50k), under a minute
+    python -m benches.compare --repeat 3 # each cell thrice, the median run shown
 
 Run from the repository root. Every workload is run against every system that
 has it, one cell at a time (systems interleaved within a workload so that
@@ -55,7 +56,27 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument(
         "--scale", type=float, default=1.0, help="multiply every message count (e.g. 0.1)"
     )
-    return ap.parse_args(argv)
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs per cell, in interleaved rounds; the table shows each cell's median run",
+    )
+    args = ap.parse_args(argv)
+    if args.repeat < 1:
+        ap.error("--repeat must be at least 1")
+    return args
+
+
+def median_run(runs: list[CellResult], unit: str) -> CellResult:
+    """The run with the median rate (the lower one of an even count), whole,
+    so its CPU, RSS and latencies belong with its rate; a failed run wins, so
+    that no failure is hidden."""
+    failed = [r for r in runs if not r.ok]
+    if failed:
+        return failed[0]
+    ranked = sorted(runs, key=lambda r: r.rate(unit) or 0.0)
+    return ranked[(len(ranked) - 1) // 2]
 
 
 def _terminate(signum: int, _frame: FrameType | None) -> None:
@@ -74,16 +95,21 @@ def main(argv: list[str]) -> int:
     began = time.monotonic()
     results: list[CellResult] = []
     for w in workloads:
-        for s in systems:
-            if w.kind not in s.kinds:
-                continue
-            spec = w.spec(s.name, args.quick, args.scale)
-            print(f"  {w.name:<11} {s.name:<11} n={spec.n:<10,}", end="", flush=True)
-            r = run_cell(spec, timeout)
-            results.append(r)
-            rate = r.rate(w.unit)
-            shown = f"{rate:>12,.0f} {w.unit}" if rate is not None else r.status
-            print(f" {shown}  ({r.wall:.1f} s)", flush=True)
+        runs: dict[str, list[CellResult]] = {}
+        # Rounds over all systems, so that each system's runs spread over the
+        # same stretch of a noisy machine's time.
+        for _ in range(args.repeat):
+            for s in systems:
+                if w.kind not in s.kinds:
+                    continue
+                spec = w.spec(s.name, args.quick, args.scale)
+                print(f"  {w.name:<11} {s.name:<11} n={spec.n:<10,}", end="", flush=True)
+                r = run_cell(spec, timeout)
+                runs.setdefault(s.name, []).append(r)
+                rate = r.rate(w.unit)
+                shown = f"{rate:>12,.0f} {w.unit}" if rate is not None else r.status
+                print(f" {shown}  ({r.wall:.1f} s)", flush=True)
+        results.extend(median_run(rs, w.unit) for rs in runs.values())
     minutes = (time.monotonic() - began) / 60
     body = report.rows(workloads, results)
     print()
@@ -93,6 +119,8 @@ def main(argv: list[str]) -> int:
     counts = ", ".join(
         f"{w.name} {w.spec('gofast', args.quick, args.scale).n:,}" for w in workloads
     )
+    if args.repeat > 1:
+        counts += f"; each cell the median of {args.repeat} runs"
     command = shlex.join(["python", "-m", "benches.compare", *argv])
     args.markdown.parent.mkdir(parents=True, exist_ok=True)
     args.markdown.write_text(report.markdown(body, info, command, counts, minutes))
