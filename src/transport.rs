@@ -25,6 +25,7 @@ use crate::stats::{self, Stats};
 use crate::writer::{Data, Out, Outbox, Urgency};
 
 mod dispatch;
+mod idle_spin;
 mod receive;
 
 /// Whether a handler took a message.

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::dispatch::FrameRef;
+use super::idle_spin::IdleSpin;
 use super::{Core, Handler};
 use crate::codec::{Decoded, FrameDecoder, Kind};
 use crate::errors::{ProtocolError, Result};
@@ -51,6 +52,7 @@ impl<H: Handler> Core<H> {
         let fd = self.sock.as_raw_fd();
         let mut frames: Vec<FrameRef> = Vec::new();
         let mut requests_seen = u64::MAX;
+        let mut idle = IdleSpin::default();
         loop {
             // While this side has requests going, wait in poll() and leave
             // the socket to a requester that takes its own RESPONSE; else
@@ -69,7 +71,7 @@ impl<H: Handler> Core<H> {
                     r => r?,
                 }
             } else {
-                rb.fill(fd)?
+                read_or_sleep(&mut rb, fd, &mut idle)?
             };
             if n == 0 {
                 if !rb.data().is_empty() {
@@ -200,6 +202,29 @@ fn body_range(window: &[u8], body: &[u8], offset: usize) -> Range<usize> {
         return offset..offset;
     }
     offset + at..offset + at + body.len()
+}
+
+/// A blocking read, polling first for as long as `idle` says.
+fn read_or_sleep(rb: &mut ReadBuf, fd: RawFd, idle: &mut IdleSpin) -> std::io::Result<usize> {
+    let budget = idle.budget();
+    if !budget.is_zero() {
+        let until = Instant::now() + budget;
+        loop {
+            match rb.fill_now(fd) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                r => return r,
+            }
+            if Instant::now() >= until {
+                break;
+            }
+            std::thread::yield_now();
+        }
+        idle.missed();
+    }
+    let began = Instant::now();
+    let n = rb.fill(fd)?;
+    idle.slept(began.elapsed());
+    Ok(n)
 }
 
 /// Blocks until the socket has something to read, or has ended.
