@@ -2,7 +2,7 @@
 //! large plain frame is *lent*: the queue keeps a reference to the sender's
 //! own buffer (a Python `bytes`) and the writer sends it from there with
 //! `sendmsg`, beside the copied bytes. For bulk transfers the copy into the
-//! queue cost a third of the sender's CPU; the system calls stay as large
+//! queue was half the posting thread's CPU; the system calls stay as large
 //! and as few as before.
 
 use std::fmt;
