@@ -474,6 +474,7 @@ fn shrink_if_idle(g: &mut State) {
 
 #[cfg(test)]
 mod tests {
+    use super::queue::tests::ArcLender;
     use super::*;
     use crate::codec::encode_frame;
     use std::io::Read;
@@ -581,14 +582,6 @@ mod tests {
             assert_eq!(outbox.stats.n_flushes.load(Relaxed), 1);
         });
         read_exactly(&mut peer, frame_len());
-    }
-
-    struct ArcLender(Arc<Vec<u8>>);
-
-    impl Lender for ArcLender {
-        fn lend(&self) -> Box<dyn Send> {
-            Box::new(self.0.clone())
-        }
     }
 
     /// Callers' own writes that the full socket cuts short hand the rest

@@ -280,14 +280,15 @@ fn send_slice(fd: RawFd, data: &[u8], flags: libc::c_int) -> io::Result<usize> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use std::io::Read;
     use std::os::fd::AsRawFd;
     use std::os::unix::net::UnixStream;
     use std::sync::Arc;
 
-    struct ArcLender(Arc<Vec<u8>>);
+    /// Lends bytes kept alive by an `Arc`, whose count shows the references.
+    pub(in crate::writer) struct ArcLender(pub(in crate::writer) Arc<Vec<u8>>);
 
     impl Lender for ArcLender {
         fn lend(&self) -> Box<dyn Send> {
