@@ -423,14 +423,13 @@ impl Outbox {
     }
 
     /// A write failed: the connection is unusable, and what is queued is
-    /// lost with it. Returns why the outbox is closed.
-    fn fail_write(&self, g: &mut State, e: &io::Error) -> String {
+    /// lost with it.
+    fn fail_write(&self, g: &mut State, e: &io::Error) {
         let why = format!("write failed: {e}");
         log::warn!("gofast: {why}");
-        let why = g.closed.get_or_insert(why).clone();
+        g.closed.get_or_insert(why);
         g.buf = Queue::default();
         let _ = self.sock.shutdown(std::net::Shutdown::Both);
-        why
     }
 }
 
