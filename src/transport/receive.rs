@@ -53,6 +53,7 @@ impl<H: Handler> Core<H> {
         let mut frames: Vec<FrameRef> = Vec::new();
         let mut requests_seen = u64::MAX;
         let mut idle = IdleSpin::default();
+        let mut peer_requests_seen = 0;
         loop {
             // While this side has requests going, wait in poll() and leave
             // the socket to a requester that takes its own RESPONSE; else
@@ -71,7 +72,17 @@ impl<H: Handler> Core<H> {
                     r => r?,
                 }
             } else {
-                read_or_sleep(&mut rb, fd, &mut idle)?
+                // A reader that has just had REQUESTs to answer may poll for
+                // the next ones; one that only receives (POSTs, a stream)
+                // sleeps, leaving the core to the threads making its data.
+                let peer_requests = self.stats.n_rxreq.load(Ordering::Relaxed);
+                let answering = peer_requests != peer_requests_seen;
+                peer_requests_seen = peer_requests;
+                if answering {
+                    read_or_sleep(&mut rb, fd, &mut idle)?
+                } else {
+                    rb.fill(fd)?
+                }
             };
             if n == 0 {
                 if !rb.data().is_empty() {
