@@ -1,10 +1,11 @@
-"""CPU per POST when messages are sparse: what the reader's polling of a quiet
-socket (src/transport/idle_spin.rs) costs a connection that is not busy.
+"""CPU per message when messages are sparse: what the reader's polling of a
+quiet socket (src/transport/idle_spin.rs) costs a connection that is not busy.
 
     python benches/sparse_cpu.py            # gaps of 1 ms, 100 us, 20 us
 
-One process, a connected pair on 127.0.0.1, one POST per gap for 2 s; prints
-the process's CPU time per POST (both ends, and the sending loop itself).
+One process, a connected pair on 127.0.0.1, one POST (then one REQUEST) per
+gap for 2 s each; prints the process's CPU time per message (both ends, and
+the sending loop itself).
 """
 
 from __future__ import annotations
@@ -29,20 +30,27 @@ def cpu_s() -> float:
 
 
 def main() -> None:
-    got = [0]
-    pair = make_pair(
-        server_setup=lambda t: t.subscribe(100, lambda _s, _m: got.__setitem__(0, got[0] + 1))
-    )
-    msg = gofast.BinMessage(100, b"x" * 64)
+    def server(t: gofast.Transport) -> None:
+        t.subscribe(100, lambda _s, _m: None)
+        t.subscribe(101, lambda s, m: s.respond(m))
+
+    pair = make_pair(server_setup=server)
+    post = gofast.BinMessage(100, b"x" * 64)
+    request = gofast.BinMessage(101, b"x" * 64)
+    sends = {
+        "POST": lambda: pair.client.post(post, flush=True),
+        "REQUEST": lambda: pair.client.request(request),
+    }
     try:
-        for gap in GAPS_S:
-            before, began, n = cpu_s(), time.perf_counter(), 0
-            while time.perf_counter() - began < SECONDS:
-                pair.client.post(msg, flush=True)
-                n += 1
-                time.sleep(gap)
-            used = cpu_s() - before
-            print(f"gap {gap * 1e6:6.0f} us: {n:6,} posts, {used / n * 1e6:5.1f} us CPU per post")
+        for what, send in sends.items():
+            for gap in GAPS_S:
+                before, began, n = cpu_s(), time.perf_counter(), 0
+                while time.perf_counter() - began < SECONDS:
+                    send()
+                    n += 1
+                    time.sleep(gap)
+                per = (cpu_s() - before) / n * 1e6
+                print(f"{what:<8} gap {gap * 1e6:6.0f} us: {n:6,} sent, {per:5.1f} us CPU each")
     finally:
         pair.close()
 
