@@ -12,7 +12,9 @@ use std::os::fd::RawFd;
 use crate::codec::{encode_frame, plain_frame_head, Encoding, Kind, Scratch, PLAIN_FRAME_END};
 
 /// Data at least this long is lent rather than copied, when its sender
-/// can lend it: below this, copying costs less than the bookkeeping.
+/// can lend it: below this, copying costs less than the bookkeeping. POSTs
+/// between two processes ran 1.5 - 1.8x as fast copied at 2-4 KiB, even at
+/// 8 KiB, and 1.6x as fast lent at 16 KiB.
 pub const LEND_MIN: usize = 16 * 1024;
 
 /// Makes references that keep some bytes alive and unchanged.
