@@ -475,7 +475,7 @@ fn shrink_if_idle(g: &mut State) {
 mod tests {
     use super::queue::tests::ArcLender;
     use super::*;
-    use crate::codec::encode_frame;
+    use crate::codec::plain_frame;
     use std::io::Read;
     use std::net::TcpListener;
     use std::sync::atomic::Ordering::Relaxed;
@@ -517,15 +517,7 @@ mod tests {
             ..
         } = out
         {
-            encode_frame(
-                buf,
-                kind,
-                opaque,
-                id,
-                data.bytes(),
-                &[],
-                &mut Scratch::with_gzip_level(1),
-            );
+            buf.extend(plain_frame(kind, opaque, id, data.bytes()));
         }
     }
 

@@ -312,6 +312,22 @@ pub(crate) fn plain_frame_head(kind: Kind, opaque: u64, id: u64, data_len: usize
 /// The last byte of an uncompressed message frame (the body map's break).
 pub const PLAIN_FRAME_END: u8 = BREAK;
 
+/// One whole uncompressed message frame, for tests that compare bytes.
+#[cfg(test)]
+pub(crate) fn plain_frame(kind: Kind, opaque: u64, id: u64, data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_frame(
+        &mut out,
+        kind,
+        opaque,
+        id,
+        data,
+        &[],
+        &mut Scratch::default(),
+    );
+    out
+}
+
 /// Appends a FINISH frame: `d9 d9 f7 c8 bstr(tag(opaque) 40) ff`.
 pub fn encode_finish(out: &mut Vec<u8>, opaque: u64) {
     let packet_len = head_len(opaque) + 1;
@@ -467,20 +483,6 @@ mod tests {
         );
     }
 
-    fn encode(kind: Kind, opaque: u64, id: u64, data: &[u8], encodings: &[Encoding]) -> Vec<u8> {
-        let mut out = Vec::new();
-        encode_frame(
-            &mut out,
-            kind,
-            opaque,
-            id,
-            data,
-            encodings,
-            &mut Scratch::default(),
-        );
-        out
-    }
-
     #[test]
     fn every_vector_decodes_exactly() {
         let vectors = load_vectors();
@@ -510,7 +512,7 @@ mod tests {
                 encode_finish(&mut out, v.opaque);
                 out
             } else {
-                encode(v.kind, v.opaque, v.id, &v.data, &[])
+                plain_frame(v.kind, v.opaque, v.id, &v.data)
             };
             assert!(
                 out == v.frame,
@@ -802,7 +804,7 @@ mod tests {
     #[test]
     fn bad_opaque() {
         for opaque in [0, 265, 1001, 1002, 1003, 22098, 55799, OPAQUE_MAX + 1] {
-            let frame = encode(Kind::Post, opaque, 100, b"abcde", &[]);
+            let frame = plain_frame(Kind::Post, opaque, 100, b"abcde");
             assert_eq!(dropped(&frame), ProtocolError::BadOpaque(opaque));
             let mut finish = Vec::new();
             encode_finish(&mut finish, opaque);

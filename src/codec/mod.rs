@@ -16,6 +16,8 @@ pub mod frame;
 
 pub use body::{decode_body, Message};
 pub use compress::Encoding;
+#[cfg(test)]
+pub(crate) use frame::plain_frame;
 pub(crate) use frame::plain_frame_head;
 pub use frame::{
     encode_finish, encode_frame, Decoded, FrameDecoder, Kind, RawFrame, Scratch, PLAIN_FRAME_END,

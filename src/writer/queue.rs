@@ -284,6 +284,7 @@ fn send_slice(fd: RawFd, data: &[u8], flags: libc::c_int) -> io::Result<usize> {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
+    use crate::codec::plain_frame;
     use std::io::Read;
     use std::os::fd::AsRawFd;
     use std::os::unix::net::UnixStream;
@@ -296,20 +297,6 @@ pub(super) mod tests {
         fn lend(&self) -> Box<dyn Send> {
             Box::new(self.0.clone())
         }
-    }
-
-    fn frame(kind: Kind, opaque: u64, id: u64, data: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        encode_frame(
-            &mut out,
-            kind,
-            opaque,
-            id,
-            data,
-            &[],
-            &mut Scratch::default(),
-        );
-        out
     }
 
     /// A queue mixing copied and lent frames, and the bytes it must send.
@@ -326,7 +313,7 @@ pub(super) mod tests {
             // SAFETY: the Arc keeps the Vec alive; nothing mutates it.
             let d = unsafe { Data::lent(data, &lender) };
             q.push_msg(Kind::Post, 7, 100 + i as u64, d, &[], &mut scratch);
-            want.extend(frame(Kind::Post, 7, 100 + i as u64, data));
+            want.extend(plain_frame(Kind::Post, 7, 100 + i as u64, data));
         }
         (q, want, big)
     }
