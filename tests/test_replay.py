@@ -1,5 +1,5 @@
 """Interop by replay: the golden vectors captured from the Go reference
-(/work/shared/vectors, or $GOFAST_VECTORS_DIR), played from a raw socket
+(tests/vectors, or $GOFAST_VECTORS_DIR), played from a raw socket
 against a real transport.
 
 * The test-side codec (wire.py) reproduces every uncompressed frame of

@@ -664,10 +664,10 @@ class FrameReader:
 
 
 def vectors_dir() -> Path:
-    """/work/shared/vectors (or $GOFAST_VECTORS_DIR). Fails the test, never
-    skips it, when the directory is missing."""
+    """tests/vectors, beside this file (or $GOFAST_VECTORS_DIR). Fails the
+    test, never skips it, when the directory is missing."""
     env = os.environ.get("GOFAST_VECTORS_DIR")
-    path = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "vectors"
+    path = Path(env) if env else Path(__file__).resolve().parent / "vectors"
     if not path.is_dir():
         import pytest
 

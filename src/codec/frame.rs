@@ -405,7 +405,7 @@ mod tests {
             Some(dir) => PathBuf::from(dir).join("frames.json"),
             None => PathBuf::from(concat!(
                 env!("CARGO_MANIFEST_DIR"),
-                "/../shared/vectors/frames.json"
+                "/tests/vectors/frames.json"
             )),
         }
     }
