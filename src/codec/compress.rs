@@ -1,14 +1,17 @@
 //! gzip and LZW exactly as the Go reference speaks them (PROTOCOL.md §1,
 //! vectors/README.md quirks 2–4).
 //!
-//! * gzip: we write a complete member (header, raw deflate at the fast
-//!   level, CRC32/ISIZE trailer), which Go's `compress/gzip` reads; bodies
-//!   under 128 bytes go in one stored block (see `STORE_BELOW`). We read
-//!   both that and what the reference writes: a member that was flushed but
-//!   never closed, so it has no trailer and ends after a sync-flush block
-//!   (`00 00 ff ff`). That is why the header is parsed here and the deflate
-//!   data raw-inflated, instead of using `flate2::read::GzDecoder`, which
-//!   insists on the trailer.
+//! * gzip: we write what the reference writes, a member that was flushed
+//!   but never closed: the header, raw deflate data ending in a sync flush
+//!   (an empty stored block, `00 00 ff ff`), no final block, no CRC32/ISIZE
+//!   trailer. The reference must get exactly that: it decodes a body with a
+//!   single `gzip.Reader.Read()` and treats any error as fatal, and the
+//!   final block or trailer of a complete member makes that read return
+//!   `io.EOF`. Bodies under 128 bytes go in one stored block (see
+//!   `STORE_BELOW`). We read both kinds of member, with or without a trailer
+//!   (verified when present). That is why the header is parsed here and the
+//!   deflate data raw-inflated, instead of using `flate2::read::GzDecoder`,
+//!   which insists on the trailer.
 //! * LZW: Go's `compress/lzw` with LSB bit order and 8-bit literals, which is
 //!   the GIF flavour (no "early change"): weezl's default configuration.
 //!
@@ -121,8 +124,29 @@ impl std::fmt::Debug for Compressors {
 }
 
 /// gzip member header as the reference writes it at BestSpeed: no flags, no
-/// mtime, XFL 4 ("fastest"), OS 255 ("unknown").
+/// mtime, XFL 4 ("fastest"), OS 255 ("unknown"). `gzip_header` sets XFL for
+/// other levels.
 const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0, 0x04, 0xff];
+
+/// Where XFL sits in the header.
+const XFL_AT: usize = 8;
+
+/// The header for `level`: XFL as Go's `gzip.Writer` sets it, which is RFC
+/// 1952's: 2 for maximum compression (9), 4 for fastest (1), 0 otherwise.
+fn gzip_header(level: u32) -> [u8; 10] {
+    let mut header = GZIP_HEADER;
+    header[XFL_AT] = match level {
+        1 => 4,
+        9 => 2,
+        _ => 0,
+    };
+    header
+}
+
+/// What a sync flush ends with once it is byte-aligned: the LEN/NLEN of an
+/// empty stored block (RFC 1951 §3.2.4). Its 3 header bits come before it,
+/// in the previous byte or a `00` of their own.
+const SYNC_MARKER: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 
 impl Compressors {
     /// Appends `input` compressed with `encoding` to `out`, reusing state.
@@ -143,21 +167,24 @@ impl Compressors {
         self.deflate = None;
     }
 
+    /// A member the way the reference's Flush leaves it: no final block
+    /// and no trailer (see the module comment for why).
     fn gzip(&mut self, input: &[u8], out: &mut Vec<u8>) {
-        out.extend_from_slice(&GZIP_HEADER);
+        let level = self.gzip_level.unwrap_or(1);
+        out.extend_from_slice(&gzip_header(level));
         if input.len() < STORE_BELOW {
-            store(input, out);
+            // An empty input needs only the sync flush, as in Go.
+            if !input.is_empty() {
+                store(input, out);
+            }
+            store(&[], out);
         } else {
-            let level = self.gzip_level.unwrap_or(1);
             let deflate = self
                 .deflate
                 .get_or_insert_with(|| Compress::new(Compression::new(level), false));
             deflate.reset();
             deflate_all(deflate, input, out);
         }
-        out.extend_from_slice(&crc32fast::hash(input).to_le_bytes());
-        // ISIZE is the input length modulo 2^32 (RFC 1952 §2.3.1).
-        out.extend_from_slice(&(input.len() as u32).to_le_bytes());
     }
 
     fn lzw(&mut self, input: &[u8], out: &mut Vec<u8>) {
@@ -179,27 +206,33 @@ impl Compressors {
 /// likewise skips matching below 128 bytes.
 const STORE_BELOW: usize = 128;
 
-/// Appends `input` (shorter than 64 KiB) as a final stored block: BFINAL=1,
-/// BTYPE=00, padding to the byte, then LEN and its complement NLEN.
+/// Appends `input` (shorter than 64 KiB) as a stored block that is not the
+/// last: BFINAL=0, BTYPE=00, padding to the byte, then LEN and its
+/// complement NLEN. Empty, it is the sync-flush block `00 00 00 ff ff`.
 fn store(input: &[u8], out: &mut Vec<u8>) {
     let len = input.len() as u16;
-    out.push(0x01);
+    out.push(0x00);
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&(!len).to_le_bytes());
     out.extend_from_slice(input);
 }
 
-/// Raw-deflates all of `input` into `out` and finishes the stream.
+/// Raw-deflates all of `input` into `out` and sync-flushes, without ending
+/// the stream: the output ends with `SYNC_MARKER`.
 fn deflate_all(deflate: &mut Compress, input: &[u8], out: &mut Vec<u8>) {
     loop {
         let done = usize::try_from(deflate.total_in()).unwrap_or(usize::MAX);
         let rest = input.get(done..).unwrap_or_default();
         // Stored blocks bound deflate's growth: 5 bytes per 64 KiB block,
-        // plus a little for the final block and bit padding.
+        // plus a little for the sync-flush block and bit padding.
         out.reserve(rest.len() + rest.len() / 1024 + 64);
         let before = (deflate.total_in(), deflate.total_out());
-        match deflate.compress_vec(rest, out, FlushCompress::Finish) {
-            Ok(Status::StreamEnd) => return,
+        let status = deflate.compress_vec(rest, out, FlushCompress::Sync);
+        let taken_all = usize::try_from(deflate.total_in()).is_ok_and(|n| n >= input.len());
+        match status {
+            // As with zlib, a flush is complete once all input is taken and
+            // output room is left over; a full buffer may hide pending bits.
+            Ok(_) if taken_all && out.len() < out.capacity() => return,
             Ok(_) if (deflate.total_in(), deflate.total_out()) != before => {}
             // No progress with room to spare, or an error: both mean misuse
             // of the deflate state, which cannot come from input bytes. Stop
@@ -368,7 +401,7 @@ fn gunzip(input: &[u8], max_out: usize) -> Result<Vec<u8>, ProtocolError> {
     let rest = deflated.get(used..).unwrap_or_default();
     if ended {
         check_trailer(rest, &out)?;
-    } else if !rest.is_empty() || !deflated.ends_with(&[0x00, 0x00, 0xff, 0xff]) {
+    } else if !rest.is_empty() || !deflated.ends_with(&SYNC_MARKER) {
         // Without a final block the member may only end where the
         // reference's writer flushed it: right after a sync-flush marker.
         return Err(corrupt_gzip("truncated deflate stream"));
@@ -512,6 +545,19 @@ mod tests {
             .collect()
     }
 
+    /// A complete member (final block, CRC32/ISIZE trailer), as Go's
+    /// `gzip.Writer.Close` or any gzip tool writes it: we still read those.
+    fn complete_member(input: &[u8]) -> Vec<u8> {
+        let mut packed = GZIP_HEADER.to_vec();
+        let mut deflate = Compress::new(Compression::fast(), false);
+        packed.reserve(input.len() + 64);
+        let status = deflate.compress_vec(input, &mut packed, FlushCompress::Finish);
+        assert_eq!(status.unwrap(), Status::StreamEnd);
+        packed.extend_from_slice(&crc32fast::hash(input).to_le_bytes());
+        packed.extend_from_slice(&(input.len() as u32).to_le_bytes());
+        packed
+    }
+
     /// Around the stored-block cut-off, past a deflate block and an LZW
     /// table reset, and past the decompression growth steps.
     const SIZES: [usize; 8] = [
@@ -597,11 +643,97 @@ mod tests {
         ));
     }
 
+    /// Sizes the reference's single read must take: empty, tiny, a ping,
+    /// a deflate block, and nearly its 32 KiB window.
+    const WIRE_SIZES: [usize; 5] = [0, 1, 17, 512, 30_000];
+
+    #[test]
+    fn gzip_bodies_are_flushed_never_finished() {
+        for level in [0, 1, 2, 6, 9] {
+            let mut state = Compressors::default();
+            state.set_gzip_level(level);
+            for len in WIRE_SIZES {
+                for noise in [false, true] {
+                    let input = sample(len, noise);
+                    let mut packed = Vec::new();
+                    state.compress(Encoding::Gzip, &input, &mut packed);
+                    let what = format!("level {level} len {len} noise {noise}");
+                    let xfl = [0, 4, 0, 0, 0, 0, 0, 0, 0, 2][level as usize];
+                    assert_eq!(
+                        packed[..10],
+                        [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 0xff],
+                        "{what}"
+                    );
+                    assert!(packed.ends_with(&SYNC_MARKER), "{what}");
+                    // Raw-inflating takes every byte (no trailer after the
+                    // deflate data) and never sees a final block.
+                    let deflated = &packed[10..];
+                    let mut inflater = Decompress::new(false);
+                    let mut out = Vec::with_capacity(len + 1);
+                    let status = inflater
+                        .decompress_vec(deflated, &mut out, FlushDecompress::Sync)
+                        .unwrap();
+                    assert_eq!(status, Status::Ok, "{what}");
+                    assert_eq!(inflater.total_in(), deflated.len() as u64, "{what}");
+                    assert!(out == input, "{what}");
+                    // ...and our own reader still takes it.
+                    assert!(Encoding::Gzip.decompress(&packed, len).unwrap() == input);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn gzip_header_xfl_follows_the_level() {
+        assert_eq!(gzip_header(1), GZIP_HEADER);
+        assert_eq!(gzip_header(9)[XFL_AT], 2);
+        for level in [0, 2, 3, 4, 5, 6, 7, 8] {
+            assert_eq!(gzip_header(level)[XFL_AT], 0, "level {level}");
+        }
+        // The default, when no level was set, is the reference's BestSpeed.
+        let mut packed = Vec::new();
+        Encoding::Gzip.compress(&sample(1000, false), &mut packed);
+        assert_eq!(packed[..10], GZIP_HEADER);
+    }
+
+    #[test]
+    fn small_gzip_bodies_match_the_reference_byte_for_byte() {
+        // post-gzip-len0 and post-gzip-len5 of frames.json: the body inside
+        // tag 46, then the member the reference made of it. Like ours, a
+        // stored block (not the last) and the sync-flush block.
+        for (body, member) in [
+            (
+                "d82bbfd82c1864d82d40ff",
+                "1f8b08000000000004ff000b00f4ffd82bbfd82c1864d82d40ff000000ffff",
+            ),
+            (
+                "d82bbfd82c1864d82d456162636465ff",
+                "1f8b08000000000004ff001000efffd82bbfd82c1864d82d456162636465ff000000ffff",
+            ),
+        ] {
+            let mut packed = Vec::new();
+            Encoding::Gzip.compress(&hex::decode(body).unwrap(), &mut packed);
+            assert_eq!(hex::encode(&packed), member);
+        }
+        // Go's Flush writes only the sync-flush block when there is no data.
+        let mut packed = Vec::new();
+        Encoding::Gzip.compress(b"", &mut packed);
+        assert_eq!(hex::encode(&packed), "1f8b08000000000004ff000000ffff");
+    }
+
+    #[test]
+    fn complete_gzip_members_are_accepted() {
+        for len in SIZES {
+            let input = sample(len, false);
+            let packed = complete_member(&input);
+            assert!(Encoding::Gzip.decompress(&packed, len).unwrap() == input);
+        }
+    }
+
     #[test]
     fn gzip_header_fields_are_skipped() {
         let input = b"hello, header".to_vec();
-        let mut plain = Vec::new();
-        Encoding::Gzip.compress(&input, &mut plain);
+        let plain = complete_member(&input);
         let mut header = vec![
             0x1f,
             0x8b,
@@ -643,8 +775,7 @@ mod tests {
 
     #[test]
     fn gzip_crc_mismatch() {
-        let mut packed = Vec::new();
-        Encoding::Gzip.compress(b"some data", &mut packed);
+        let mut packed = complete_member(b"some data");
         let at = packed.len() - 8;
         packed[at] ^= 0xff;
         assert_eq!(
@@ -691,10 +822,7 @@ mod tests {
     fn small_gzip_bodies_are_one_stored_block() {
         let mut packed = Vec::new();
         Encoding::Gzip.compress(b"abc", &mut packed);
-        assert_eq!(
-            hex::encode(&packed[10..]),
-            "010300fcff616263c241243503000000"
-        );
+        assert_eq!(hex::encode(&packed[10..]), "000300fcff616263000000ffff");
     }
 
     #[test]
