@@ -74,7 +74,7 @@ fn pair() -> (Arc<Core<Echo>>, Arc<Core<Echo>>) {
         let server = Core::new("server", sock, 1, Settings::defaults(Role::Acceptor), Echo)
             .expect("server core");
         server
-            .handshake(Duration::from_secs(10))
+            .handshake(Duration::from_secs(10), &mut || Ok(()))
             .expect("server handshake");
         server
     });
@@ -82,13 +82,15 @@ fn pair() -> (Arc<Core<Echo>>, Arc<Core<Echo>>) {
     let client =
         Core::new("client", sock, 1, Settings::defaults(Role::Dialer), Echo).expect("client core");
     client
-        .handshake(Duration::from_secs(10))
+        .handshake(Duration::from_secs(10), &mut || Ok(()))
         .expect("client handshake");
     (client, accepting.join().expect("server thread"))
 }
 
 fn request(core: &Core<Echo>) {
-    let pending = core.send_request(ECHO_ID, &PAYLOAD, true).expect("send");
+    let pending = core
+        .send_request(ECHO_ID, &PAYLOAD, true, &mut || Ok(()))
+        .expect("send");
     let reply = core
         .wait_response(&pending, None)
         .expect("reply")

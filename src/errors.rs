@@ -8,7 +8,10 @@ use std::time::Duration;
 /// variant, so a log line or a Python exception names the exact cause.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProtocolError {
-    #[error("bad frame marker {0:02x?}, want d9 d9 f7")]
+    #[error(
+        "bad frame marker {:02x} {:02x} {:02x}, want d9 d9 f7 (is the peer a gofast peer?)",
+        .0[0], .0[1], .0[2]
+    )]
     BadMarker([u8; 3]),
     #[error("unknown frame kind byte 0x{0:02x}")]
     UnknownKind(u8),
@@ -51,8 +54,8 @@ pub enum Error {
     Closed(String),
     #[error("no response within {0:?}")]
     Timeout(Duration),
-    #[error("all {0} opaques of the range are in use")]
-    OpaqueExhausted(u64),
+    #[error("all {capacity} opaques of the range are in use{}", held_by_timeouts(*.expired))]
+    OpaqueExhausted { capacity: u64, expired: u64 },
     #[error("protocol error: {0}")]
     Protocol(#[from] ProtocolError),
     #[error("i/o error: {0}")]
@@ -63,6 +66,19 @@ pub enum Error {
     InvalidArgument(String),
     #[error("stream {0} is closed on this side")]
     StreamClosed(u64),
+    /// A wait's caller asked to stop (Ctrl-C); it holds the real reason.
+    #[error("interrupted")]
+    Interrupted,
+}
+
+fn held_by_timeouts(expired: u64) -> String {
+    if expired == 0 {
+        return String::new();
+    }
+    format!(
+        " ({expired} by timed-out requests, until their late RESPONSE arrives or the \
+         connection ends: widen opaque.start..opaque.end, or reconnect)"
+    )
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

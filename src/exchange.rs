@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::errors::{Error, Result};
+use crate::errors::{Error, ProtocolError, Result};
 use crate::opaque::OpaquePool;
 
 /// A received message that outlives the read buffer.
@@ -84,7 +84,11 @@ enum Local<C> {
 /// What an incoming `81` frame is.
 pub enum RequestFrame {
     Response(Arc<Slot>),
+    /// For a request that timed out; its opaque is free from now on.
     LateResponse,
+    /// On our range but for no exchange: dropped, never taken as a REQUEST.
+    Stray,
+    /// A peer's REQUEST (its opaque lies outside our range).
     NotOurs,
     Misdirected,
 }
@@ -94,6 +98,8 @@ pub struct Closing<C> {
     pub callback: Option<C>,
 }
 
+/// Behind `Core::ex`, a lock taken with or without the GIL: see "Locks and
+/// the GIL" in transport.rs.
 pub struct Exchanges<C> {
     pool: OpaquePool,
     local: HashMap<u64, Local<C>>,
@@ -118,19 +124,23 @@ impl<C: Clone> Exchanges<C> {
         }
     }
 
+    /// A free opaque. Those of timed-out requests are not free: the peer
+    /// may still answer them, and a late RESPONSE must never reach a newer
+    /// request. So a range full of them gives `OpaqueExhausted` at once.
     fn take_opaque(&mut self) -> Result<u64> {
         self.check_open()?;
         let local = &self.local;
         if let Some(o) = self.pool.take(|o| local.contains_key(&o)) {
             return Ok(o);
         }
-        // Out of opaques: timed-out requests whose RESPONSE never came are
-        // the only ones we may reclaim.
-        self.local.retain(|_, l| !matches!(l, Local::Expired));
-        let local = &self.local;
-        self.pool
-            .take(|o| local.contains_key(&o))
-            .ok_or(Error::OpaqueExhausted(self.pool.capacity()))
+        let expired = local
+            .values()
+            .filter(|l| matches!(l, Local::Expired))
+            .count();
+        Err(Error::OpaqueExhausted {
+            capacity: self.pool.capacity(),
+            expired: expired as u64,
+        })
     }
 
     pub fn begin_request(&mut self) -> Result<(u64, Arc<Slot>)> {
@@ -146,7 +156,7 @@ impl<C: Clone> Exchanges<C> {
     }
 
     /// The requester gave up waiting. Keeps the opaque out of the pool until
-    /// the late RESPONSE arrives (or the pool runs dry), so it cannot be
+    /// the late RESPONSE arrives or the connection ends, so it cannot be
     /// taken for the RESPONSE of a newer request.
     pub fn expire(&mut self, opaque: u64) {
         if let Some(l @ Local::Request(_)) = self.local.get_mut(&opaque) {
@@ -156,6 +166,9 @@ impl<C: Clone> Exchanges<C> {
 
     pub fn classify_request(&mut self, opaque: u64) -> RequestFrame {
         match self.local.get(&opaque) {
+            // Our range is ours alone (the peer's must not overlap it), so
+            // an `81` frame there answers some request of ours, never asks.
+            None if self.pool.contains(opaque) => RequestFrame::Stray,
             None => RequestFrame::NotOurs,
             Some(Local::Stream(_)) => RequestFrame::Misdirected,
             Some(Local::Request(_)) | Some(Local::Expired) => match self.local.remove(&opaque) {
@@ -165,12 +178,20 @@ impl<C: Clone> Exchanges<C> {
         }
     }
 
-    /// Whether an `81` frame with this opaque answers one of our requests.
+    /// Whether an `81` frame with this opaque is a RESPONSE (live, late or
+    /// stray), which dispatch handles without application code.
     pub fn is_response(&self, opaque: u64) -> bool {
-        matches!(
-            self.local.get(&opaque),
-            Some(Local::Request(_)) | Some(Local::Expired)
-        )
+        match self.local.get(&opaque) {
+            Some(Local::Request(_)) | Some(Local::Expired) => true,
+            Some(Local::Stream(_)) => false,
+            None => self.pool.contains(opaque),
+        }
+    }
+
+    /// Whether an `81` frame with this opaque answers a request still
+    /// waiting for it (what a requester may take off the socket itself).
+    pub fn is_awaited(&self, opaque: u64) -> bool {
+        matches!(self.local.get(&opaque), Some(Local::Request(_)))
     }
 
     pub fn open_stream(&mut self, callback: Option<C>) -> Result<u64> {
@@ -273,46 +294,53 @@ impl<C: Clone> Exchanges<C> {
         };
         let over = s.tx_closed;
         if over {
-            self.finish(opaque, origin);
+            // `closing` keeps a reference: this drop is never the last.
+            drop(self.finish(opaque, origin));
         }
         Some(closing)
     }
 
-    /// This side sent FINISH. False if it had already.
-    pub fn local_finished(&mut self, opaque: u64, origin: Origin) -> bool {
-        let Some(s) = self.stream_mut(opaque, origin) else {
-            return false;
-        };
+    /// This side sends FINISH: `None` if it had already (nothing to send),
+    /// else the callback of a stream now over, for the caller to drop
+    /// outside the lock (it may be the last reference to a Python object).
+    pub fn local_finished(&mut self, opaque: u64, origin: Origin) -> Option<Option<C>> {
+        let s = self.stream_mut(opaque, origin)?;
         if s.tx_closed {
-            return false;
+            return None;
         }
         s.tx_closed = true;
         if s.rx_closed {
-            self.finish(opaque, origin);
+            return Some(self.finish(opaque, origin));
         }
-        true
+        Some(None)
     }
 
     /// Both sides have closed: forget it, and only now reuse our opaque.
-    fn finish(&mut self, opaque: u64, origin: Origin) {
-        match origin {
-            Origin::Local => {
-                self.local.remove(&opaque);
-            }
-            Origin::Remote => {
-                self.remote.remove(&opaque);
-            }
-        }
+    fn finish(&mut self, opaque: u64, origin: Origin) -> Option<C> {
+        let state = match origin {
+            Origin::Local => match self.local.remove(&opaque) {
+                Some(Local::Stream(s)) => Some(s),
+                _ => None,
+            },
+            Origin::Remote => self.remote.remove(&opaque),
+        };
+        state.and_then(|s| s.callback)
     }
 
     /// The connection ended: fails every waiting request and hands back the
     /// callbacks of streams that have not seen their end yet.
-    pub fn close_all(&mut self, why: &str) -> Vec<C> {
+    /// `broken`: the peer's bytes broke the protocol, which waiting
+    /// requests report as such (a peer that is not gofast at all, say).
+    pub fn close_all(&mut self, why: &str, broken: Option<&ProtocolError>) -> Vec<C> {
         self.closed.get_or_insert_with(|| why.to_string());
         let mut ending = Vec::new();
+        let error = || match broken {
+            Some(p) => Error::Protocol(p.clone()),
+            None => Error::Closed(why.to_string()),
+        };
         for (_, l) in self.local.drain() {
             match l {
-                Local::Request(slot) => slot.fill(Err(Error::Closed(why.to_string()))),
+                Local::Request(slot) => slot.fill(Err(error())),
                 Local::Stream(s) if !s.rx_closed => ending.extend(s.callback),
                 _ => {}
             }
@@ -362,17 +390,33 @@ mod tests {
             ex.open_stream(None).is_err(),
             "opaque reused before our FINISH"
         );
-        assert!(ex.local_finished(o, Origin::Local));
+        assert!(ex.local_finished(o, Origin::Local).is_some());
         assert_eq!(ex.open_stream(None).unwrap(), o);
     }
 
     #[test]
-    fn expired_opaques_are_reclaimed_when_the_pool_runs_dry() {
+    fn expired_opaques_stay_taken_until_their_late_response() {
         let mut ex = Exchanges::<u32>::new(OpaquePool::new(1000, 1000).unwrap());
         let (o, _) = ex.begin_request().unwrap();
-        assert!(matches!(ex.begin_request(), Err(Error::OpaqueExhausted(1))));
         ex.expire(o);
+        assert!(matches!(
+            ex.begin_request(),
+            Err(Error::OpaqueExhausted {
+                capacity: 1,
+                expired: 1
+            })
+        ));
+        assert!(matches!(ex.classify_request(o), RequestFrame::LateResponse));
         assert_eq!(ex.begin_request().unwrap().0, o);
+    }
+
+    #[test]
+    fn an_answer_on_our_range_is_never_a_request() {
+        let mut ex = table();
+        assert!(ex.is_response(1005) && !ex.is_awaited(1005));
+        assert!(matches!(ex.classify_request(1005), RequestFrame::Stray));
+        assert!(!ex.is_response(5000));
+        assert!(matches!(ex.classify_request(5000), RequestFrame::NotOurs));
     }
 
     #[test]
@@ -382,7 +426,7 @@ mod tests {
         ex.open_stream(Some(1)).unwrap();
         assert!(ex.accept_stream(5000));
         ex.set_callback(5000, Some(2));
-        let mut ended = ex.close_all("bye");
+        let mut ended = ex.close_all("bye", None);
         ended.sort();
         assert_eq!(ended, vec![1, 2]);
         assert!(matches!(slot.wait(None), Some(Err(Error::Closed(_)))));

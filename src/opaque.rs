@@ -50,6 +50,11 @@ impl OpaquePool {
         })
     }
 
+    /// Whether `opaque` lies in this side's range.
+    pub fn contains(&self, opaque: u64) -> bool {
+        (self.start..=self.end).contains(&opaque)
+    }
+
     /// How many exchanges can be in flight at once.
     pub fn capacity(&self) -> u64 {
         self.capacity

@@ -95,11 +95,25 @@ impl Settings {
         if self.flush_period.is_some_and(|p| p.is_zero()) {
             return bad("flush.period must be positive or None".into());
         }
+        if self.request_timeout.is_some_and(|p| p.is_zero()) {
+            return bad("request.timeout must be positive or None".into());
+        }
         Ok(())
     }
 
     pub fn set_tags(&mut self, csv: &str) -> Result<()> {
-        self.tags = parse_tags(csv).map_err(|t| Error::Settings(format!("unknown tag {t:?}")))?;
+        let tags =
+            parse_tags(csv).map_err(|t| Error::Settings(format!("tags: unknown tag {t:?}")))?;
+        if let Some(twice) = tags
+            .iter()
+            .find(|t| tags.iter().filter(|u| u == t).count() > 1)
+        {
+            return Err(Error::Settings(format!(
+                "tags: {:?} is given twice in {csv:?}",
+                twice.name()
+            )));
+        }
+        self.tags = tags;
         Ok(())
     }
 
@@ -134,6 +148,11 @@ mod tests {
         assert!(s.validate().is_err());
         let mut s = Settings::defaults(Role::Dialer);
         assert!(s.set_tags("zstd").is_err());
+        assert!(s.set_tags("gzip,gzip").is_err());
+        let mut s = Settings::defaults(Role::Dialer);
+        s.request_timeout = Some(Duration::ZERO);
+        assert!(s.validate().is_err());
+        let mut s = Settings::defaults(Role::Dialer);
         s.set_tags(" gzip , lzw").unwrap();
         assert_eq!(s.tags_csv(), "gzip,lzw");
     }

@@ -4,9 +4,34 @@
 //! dispatches them, and a writer thread (see `writer`). What runs for an
 //! application message is behind the `Handler` trait, so this module knows
 //! nothing of Python.
+//!
+//! # Locks and the GIL
+//!
+//! Every Rust lock of a transport is declared in `Core`, `Outbox`
+//! (`writer.rs`), `Exchanges`/`Slot` (`exchange.rs`) and `PyHandler`
+//! (`python/handler.rs`), plus the process-wide `LIVE` and stats registry.
+//! Two rules keep a Python process from freezing:
+//!
+//! 1. No thread takes the GIL while it holds a Rust lock: no Python call, no
+//!    log record (pyo3-log takes the GIL), no drop of a Python object that
+//!    could be the last reference (its `__del__` may run anything) happens
+//!    under a guard. What must be logged or dropped is carried out of the
+//!    critical section (`Outbox::fail_write`, `release`, `deliver_response`,
+//!    `PyHandler::subscribe`).
+//! 2. So a thread holding the GIL may wait for any of those locks: their
+//!    holders never wait for the GIL, and hold them for microseconds.
+//!
+//! The one lock held while the GIL is taken is `read`: the reader thread
+//! keeps the socket's read side across dispatching a batch, so frames are
+//! handled in the order they arrived. It is safe because only the reader
+//! ever *waits* for `read`, and only without the GIL; requesters merely
+//! `try_lock` it (without the GIL) and never log while holding it.
+//!
+//! Nesting order, outer first: `read` → `ex` → `Slot`; `read` → `Outbox`
+//! state. Every other lock is a leaf: nothing is locked while it is held.
 
-use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
@@ -16,7 +41,7 @@ use parking_lot::{Condvar, Mutex};
 use crate::builtin::{self, Whoami, WHOAMI_ID};
 use crate::codec::compress::Encoding;
 use crate::codec::{Kind, Message};
-use crate::errors::{Error, Result};
+use crate::errors::{Error, ProtocolError, Result};
 use crate::exchange::{Exchanges, Origin, OwnedMessage, Slot};
 use crate::opaque::OpaquePool;
 use crate::readbuf::ReadBuf;
@@ -67,6 +92,9 @@ pub trait Handler: Send + Sync + Sized + 'static {
         callback: &Self::Callback,
         msg: Option<&Message<'_>>,
     );
+    /// The connection ended before the peer finished this stream; its
+    /// `on_stream_msg(None)` follows at once.
+    fn on_stream_cut(&self, _callback: &Self::Callback, _reason: &str) {}
     /// The transport is closed for good: drop what the handlers hold.
     fn on_closed(&self);
     /// Runs the reader thread's whole life (the Python handler keeps one
@@ -88,13 +116,24 @@ pub struct Core<H: Handler> {
     pub settings: Settings,
     pub stats: Arc<Stats>,
     outbox: Arc<Outbox>,
-    sock: TcpStream,
+    /// For shutdown(); taken out at close. The reader thread, the writer
+    /// and the read side each hold a clone while they may use the fd, so
+    /// it closes when the last of them lets go, never under a user.
+    sock: Mutex<Option<Arc<TcpStream>>>,
+    /// Known from the start, so they stay known after the peer has gone.
+    local_addr: Option<SocketAddr>,
+    peer_addr: Option<SocketAddr>,
+    /// `FORKS` when this transport was made: in a forked child it differs,
+    /// and the transport is inert (its threads and socket are the parent's).
+    fork_gen: u64,
     version: u64,
     ex: Mutex<Exchanges<H::Callback>>,
     handler: H,
     hs: Mutex<HandshakeState>,
     hs_cv: Condvar,
     closed: AtomicBool,
+    /// Why it closed, first reason wins (what every later call reports).
+    close_reason: OnceLock<String>,
     /// Threads waiting in `wait_response`.
     waiters: AtomicUsize,
     /// One of them is reading for its RESPONSE (`spin_reading`): at most
@@ -104,9 +143,31 @@ pub struct Core<H: Handler> {
     reader: Mutex<Option<JoinHandle<()>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     reader_id: OnceLock<ThreadId>,
-    /// The receive buffer, held by whoever reads the socket: the reader
-    /// thread, or the requester taking its own RESPONSE (`receive`).
-    read: Mutex<ReadBuf>,
+    /// The receive buffer and the socket to read, held by whoever reads:
+    /// the reader thread, or a requester taking its own RESPONSE (`receive`).
+    read: Mutex<ReadSide>,
+}
+
+struct ReadSide {
+    buf: ReadBuf,
+    /// `None` once closed: requesters then leave the socket alone.
+    sock: Option<Arc<TcpStream>>,
+}
+
+/// How many times this process is a fork()ed child of the one that made
+/// its transports (bumped in the child by a pthread_atfork handler).
+static FORKS: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn count_fork_in_child() {
+    FORKS.fetch_add(1, Ordering::Relaxed);
+}
+
+fn watch_forks() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    // SAFETY: registers a handler that only bumps an atomic (async-signal-safe).
+    ONCE.call_once(|| unsafe {
+        libc::pthread_atfork(None, None, Some(count_fork_in_child));
+    });
 }
 
 /// What `close_all_transports` needs of a transport, whatever its handler.
@@ -136,6 +197,11 @@ pub fn close_all_transports() {
 /// Thread stacks: the reader runs Python handlers, the writer only Rust.
 const READER_STACK: usize = 1024 * 1024;
 const WRITER_STACK: usize = 128 * 1024;
+/// How often a long wait wakes to run its caller's check (for Ctrl-C).
+pub const WAKE_EVERY: Duration = Duration::from_millis(50);
+/// Most bytes a frame adds around its message data: marker, kind, packet
+/// and opaque heads, the body map with its tags, id and data heads.
+const FRAME_OVERHEAD_MAX: usize = 64;
 /// How long `close()` waits for queued frames to reach the socket.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// Largest compressed-layer expansion accepted, relative to frame.max.
@@ -153,13 +219,16 @@ impl<H: Handler> Core<H> {
         handler: H,
     ) -> Result<Arc<Self>> {
         settings.validate()?;
+        watch_forks();
         sock.set_nonblocking(false)?;
         sock.set_nodelay(true)?;
+        let (local_addr, peer_addr) = (sock.local_addr().ok(), sock.peer_addr().ok());
+        let sock = Arc::new(sock);
         let stats = Arc::new(Stats::default());
         let (buffersize, max_frame) = (settings.buffersize as usize, settings.max_frame);
         let pool = OpaquePool::new(settings.opaque_start, settings.opaque_end)?;
         let outbox = Arc::new(Outbox::new(
-            sock.try_clone()?,
+            sock.clone(),
             stats.clone(),
             settings.batchsize,
             settings.max_pending,
@@ -172,20 +241,27 @@ impl<H: Handler> Core<H> {
             settings,
             stats,
             outbox: outbox.clone(),
-            sock,
+            sock: Mutex::new(Some(sock.clone())),
+            local_addr,
+            peer_addr,
+            fork_gen: FORKS.load(Ordering::Relaxed),
             version,
             ex: Mutex::new(Exchanges::new(pool)),
             handler,
             hs: Mutex::new(HandshakeState::default()),
             hs_cv: Condvar::new(),
             closed: AtomicBool::new(false),
+            close_reason: OnceLock::new(),
             waiters: AtomicUsize::new(0),
             spinner: AtomicBool::new(false),
             silent_since: Mutex::new(None),
             reader: Mutex::new(None),
             writer: Mutex::new(None),
             reader_id: OnceLock::new(),
-            read: Mutex::new(ReadBuf::new(buffersize, max_frame)),
+            read: Mutex::new(ReadSide {
+                buf: ReadBuf::new(buffersize, max_frame),
+                sock: Some(sock),
+            }),
         });
         stats::register(name, &core.stats);
         {
@@ -211,12 +287,37 @@ impl<H: Handler> Core<H> {
         self.closed.load(Ordering::Acquire)
     }
 
-    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
-        self.sock.local_addr().ok()
+    /// Why the transport closed ("" while open).
+    pub fn close_reason(&self) -> String {
+        self.close_reason.get().cloned().unwrap_or_default()
     }
 
-    pub fn peer_addr(&self) -> Option<std::net::SocketAddr> {
-        self.sock.peer_addr().ok()
+    /// Whether the reader runs (from `handshake()` on), so a RESPONSE can
+    /// arrive.
+    pub fn is_receiving(&self) -> bool {
+        self.hs.lock().started
+    }
+
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local_addr
+    }
+
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.peer_addr
+    }
+
+    /// False in a fork()ed child: the transport belongs to the parent,
+    /// whose threads and connection the child must never touch.
+    pub fn in_owner_process(&self) -> bool {
+        FORKS.load(Ordering::Relaxed) == self.fork_gen
+    }
+
+    /// Wakes every thread blocked on the socket; the fd stays open until
+    /// its users have let go.
+    fn shutdown_socket(&self) {
+        if let Some(sock) = &*self.sock.lock() {
+            let _ = sock.shutdown(Shutdown::Both);
+        }
     }
 
     pub fn whoami(&self) -> Whoami {
@@ -259,30 +360,57 @@ impl<H: Handler> Core<H> {
 
     /// Exchanges whoami with the peer (PROTOCOL §4): sends ours, waits for
     /// theirs, and until we have answered theirs. Starts the reader.
-    pub fn handshake(self: &Arc<Self>, timeout: Duration) -> Result<Whoami> {
+    /// `between` runs every `WAKE_EVERY` of the wait (the Python front end
+    /// checks for signals there); its error ends the handshake.
+    pub fn handshake(
+        self: &Arc<Self>,
+        timeout: Duration,
+        between: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<Whoami> {
         let deadline = Instant::now() + timeout;
         self.start_reader()?;
         let ours = self.whoami().encode();
-        let pending = self.send_request(WHOAMI_ID, &ours, false)?;
-        let Some(reply) = self.wait_response(&pending, Some(deadline)) else {
-            self.expire(&pending); // a late whoami must not hold the opaque
-            return Err(Error::Timeout(timeout));
+        let pending = self.send_request(WHOAMI_ID, &ours, false, between)?;
+        let reply = loop {
+            let slice = (Instant::now() + WAKE_EVERY).min(deadline);
+            if let Some(reply) = self.wait_response(&pending, Some(slice)) {
+                break reply?;
+            }
+            // A late whoami keeps its opaque, as any timed-out request's.
+            if Instant::now() >= deadline {
+                self.expire(&pending);
+                return Err(Error::Timeout(timeout));
+            }
+            if let Err(e) = between() {
+                self.expire(&pending);
+                return Err(e);
+            }
         };
-        let reply = reply?;
         let peer = Whoami::decode(&reply.data)?;
         self.outbox
             .set_encodings(peer_encodings(&peer.tags, &self.name));
-        let mut hs = self.hs.lock();
-        hs.peer = Some(peer.clone());
-        while !hs.answered_peer {
+        self.hs.lock().peer = Some(peer.clone());
+        loop {
+            {
+                let mut hs = self.hs.lock();
+                let slice = (Instant::now() + WAKE_EVERY).min(deadline);
+                while !hs.answered_peer && !self.is_closed() {
+                    if self.hs_cv.wait_until(&mut hs, slice).timed_out() {
+                        break;
+                    }
+                }
+                if hs.answered_peer {
+                    return Ok(peer);
+                }
+            }
             if self.is_closed() {
                 return Err(Error::Closed("closed during handshake".into()));
             }
-            if self.hs_cv.wait_until(&mut hs, deadline).timed_out() {
+            if Instant::now() >= deadline {
                 return Err(Error::Timeout(timeout));
             }
+            between()?;
         }
-        Ok(peer)
     }
 
     fn start_reader(self: &Arc<Self>) -> Result<()> {
@@ -336,6 +464,7 @@ impl<H: Handler> Core<H> {
         urgency: Urgency,
         counter: &std::sync::atomic::AtomicU64,
     ) -> Result<bool> {
+        self.check_size(data.bytes().len())?;
         let out = Out::Msg {
             kind,
             opaque,
@@ -351,12 +480,19 @@ impl<H: Handler> Core<H> {
         Ok(queued)
     }
 
-    /// Sends a REQUEST and registers where its RESPONSE goes.
-    pub fn send_request(&self, id: u64, data: &[u8], compress: bool) -> Result<PendingRequest> {
+    /// Sends a REQUEST and registers where its RESPONSE goes. While the
+    /// send queue is full it waits, running `between` every `WAKE_EVERY`.
+    pub fn send_request(
+        &self,
+        id: u64,
+        data: &[u8],
+        compress: bool,
+        between: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<PendingRequest> {
         if self.is_reader_thread() {
             return Err(reader_thread_request());
         }
-        self.send_one_request(id, data, compress, Urgency::Direct)
+        self.send_one_request(id, data, compress, Urgency::Direct, between)
     }
 
     fn send_one_request(
@@ -365,7 +501,9 @@ impl<H: Handler> Core<H> {
         data: &[u8],
         compress: bool,
         urgency: Urgency,
+        between: &mut dyn FnMut() -> Result<()>,
     ) -> Result<PendingRequest> {
+        self.check_size(data.len())?;
         let (opaque, slot) = self.ex.lock().begin_request()?;
         let out = Out::Msg {
             kind: Kind::Request,
@@ -375,13 +513,17 @@ impl<H: Handler> Core<H> {
             compress,
         };
         loop {
-            match self.push(out, urgency) {
+            let waited = match self.push(out, urgency) {
                 Ok(true) => break,
-                Ok(false) => self.outbox.wait_room(None),
-                Err(e) => {
-                    self.ex.lock().abandon(opaque);
-                    return Err(e);
+                Ok(false) => {
+                    self.outbox.wait_room(Some(Instant::now() + WAKE_EVERY));
+                    between()
                 }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = waited {
+                self.ex.lock().abandon(opaque);
+                return Err(e);
             }
         }
         Stats::incr(&self.stats.n_tx);
@@ -389,9 +531,26 @@ impl<H: Handler> Core<H> {
         Ok(PendingRequest { opaque, slot })
     }
 
+    /// A peer with our `frame.max` drops the whole connection on a longer
+    /// frame: refuse such a message here, where the caller can see why.
+    fn check_size(&self, data_len: usize) -> Result<()> {
+        if data_len + FRAME_OVERHEAD_MAX <= self.settings.max_frame {
+            return Ok(());
+        }
+        Err(Error::InvalidArgument(format!(
+            "a message of {data_len} bytes makes a frame over frame.max ({} bytes), \
+             which the peer would refuse; raise frame.max on both sides",
+            self.settings.max_frame
+        )))
+    }
+
     /// Sends several REQUESTs with one wake-up of the writer (the last one
     /// flushes them all). On an error, those already sent are expired.
-    pub fn send_requests(&self, msgs: &[(u64, &[u8])]) -> Result<Vec<PendingRequest>> {
+    pub fn send_requests(
+        &self,
+        msgs: &[(u64, &[u8])],
+        between: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<Vec<PendingRequest>> {
         if self.is_reader_thread() {
             return Err(reader_thread_request());
         }
@@ -402,7 +561,7 @@ impl<H: Handler> Core<H> {
             } else {
                 Urgency::Batch
             };
-            match self.send_one_request(*id, data, true, urgency) {
+            match self.send_one_request(*id, data, true, urgency, between) {
                 Ok(p) => sent.push(p),
                 Err(e) => {
                     sent.iter().for_each(|p| self.expire(p));
@@ -505,9 +664,11 @@ impl<H: Handler> Core<H> {
     /// Sends this side's FINISH (once); the stream is over when the peer's
     /// has arrived too. Closing twice is a no-op.
     pub fn stream_close(&self, opaque: u64, origin: Origin) -> Result<()> {
-        if !self.ex.lock().local_finished(opaque, origin) {
+        let finished = self.ex.lock().local_finished(opaque, origin);
+        let Some(over) = finished else {
             return Ok(());
-        }
+        };
+        drop(over); // outside the lock: see "Locks and the GIL"
         if self.is_closed() {
             return Ok(());
         }
@@ -517,14 +678,18 @@ impl<H: Handler> Core<H> {
         Ok(())
     }
 
-    /// Blocks until the send queue has room (backpressure).
-    pub fn wait_room(&self) {
-        self.outbox.wait_room(None);
+    /// Blocks until the send queue has room (backpressure), or `until`.
+    pub fn wait_room(&self, until: Instant) {
+        self.outbox.wait_room(Some(until));
     }
 
     /// Makes everything queued due now.
-    pub fn flush(&self) {
+    pub fn flush(&self) -> Result<()> {
+        if self.is_closed() {
+            return Err(Error::Closed(self.close_reason()));
+        }
         self.outbox.flush();
+        Ok(())
     }
 
     // ---- closing -----------------------------------------------------------
@@ -534,14 +699,18 @@ impl<H: Handler> Core<H> {
     /// with an end-of-stream callback. Idempotent. Joins the transport's
     /// threads unless called from its own reader thread (a handler).
     pub fn close(self: &Arc<Self>, reason: &str) {
+        if !self.in_owner_process() {
+            return;
+        }
+        let _ = self.close_reason.set(reason.to_string());
         if !self.closed.swap(true, Ordering::AcqRel) {
             self.outbox.close(reason, CLOSE_LINGER);
-            let _ = self.sock.shutdown(Shutdown::Both);
+            self.shutdown_socket();
             self.hs_cv.notify_all();
             // A running reader sees the shutdown and finishes the close
             // itself, so stream callbacks never race its dispatch.
             if !self.hs.lock().started {
-                self.finish_close(reason);
+                self.finish_close(reason, None);
             }
         }
         if !self.is_reader_thread() {
@@ -549,43 +718,76 @@ impl<H: Handler> Core<H> {
             if let Some(h) = reader {
                 let _ = h.join();
             }
-            let writer = self.writer.lock().take();
-            if let Some(h) = writer {
-                let _ = h.join();
-            }
+            self.join_writer();
         }
     }
 
     /// Closes without waiting for anything (for a dropped handle: it may run
     /// with the GIL held, which the reader may need to finish).
     pub fn close_nowait(&self) {
+        if !self.in_owner_process() {
+            return;
+        }
+        let _ = self.close_reason.set("transport dropped".to_string());
         if !self.closed.swap(true, Ordering::AcqRel) {
             self.outbox.abort("transport dropped");
-            let _ = self.sock.shutdown(Shutdown::Both);
+            self.shutdown_socket();
             self.hs_cv.notify_all();
         }
     }
 
+    fn join_writer(&self) {
+        let writer = self.writer.lock().take();
+        if let Some(h) = writer {
+            let _ = h.join();
+        }
+    }
+
     /// Runs once per transport: by the reader on its way out, or by
-    /// `close()` when no reader was ever started.
-    fn finish_close(self: &Arc<Self>, reason: &str) {
+    /// `close()` when no reader was ever started. Lets go of everything
+    /// but the counters: the socket (once its last user is done), both
+    /// threads, the buffers, the exchanges and the handlers.
+    fn finish_close(self: &Arc<Self>, reason: &str, broken: Option<&ProtocolError>) {
+        let _ = self.close_reason.set(reason.to_string());
+        let reason = self.close_reason.get().map_or(reason, String::as_str);
         self.closed.store(true, Ordering::Release);
-        let ending = self.ex.lock().close_all(reason);
+        let ending = self.ex.lock().close_all(reason, broken);
         self.outbox.abort(reason);
         // The reader gave up on the connection (bad bytes, EOF, error): end
         // it for the peer too, which would otherwise wait on an open socket
         // until this transport's handle is dropped.
-        let _ = self.sock.shutdown(Shutdown::Both);
+        self.shutdown_socket();
+        let sock = self.sock.lock().take();
+        let read = {
+            let mut side = self.read.lock();
+            let buf = std::mem::replace(&mut side.buf, ReadBuf::new(0, 0));
+            (buf, side.sock.take())
+        };
+        drop((sock, read));
         self.hs_cv.notify_all();
+        // The writer has been told to stop and never needs the GIL.
+        self.join_writer();
         let h = &self.handler;
         if !ending.is_empty() {
             h.batch(&mut || {
                 for cb in &ending {
+                    h.on_stream_cut(cb, reason);
                     h.on_stream_msg(self, cb, None);
                 }
             });
         }
         h.on_closed();
+    }
+}
+
+impl<H: Handler> Drop for Core<H> {
+    fn drop(&mut self) {
+        if !self.in_owner_process() {
+            // The parent's threads do not exist here: detaching their
+            // handles would act on memory that is the parent's business.
+            std::mem::forget(self.reader.get_mut().take());
+            std::mem::forget(self.writer.get_mut().take());
+        }
     }
 }
 

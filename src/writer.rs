@@ -26,7 +26,6 @@
 mod queue;
 
 use std::cell::Cell;
-use std::io;
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -96,17 +95,21 @@ struct State {
     flush_period: Option<Duration>,
     heartbeat: Option<Heartbeat>,
     post_opaque: u64,
+    /// The connection; a writer clones it for the duration of a write, and
+    /// closing takes it out, so the fd closes once the last write is done.
+    sock: Option<Arc<TcpStream>>,
     /// The reader is dispatching a batch that runs no handler, and will
     /// write what is due when it ends: a REQUEST queued meanwhile rides
     /// along in that write instead of costing its own system call.
     reader_flushes_soon: bool,
 }
 
+/// `state` is a leaf lock, taken with or without the GIL: see "Locks and
+/// the GIL" in transport.rs.
 pub struct Outbox {
     state: Mutex<State>,
     writer_cv: Condvar,
     room_cv: Condvar,
-    sock: TcpStream,
     stats: Arc<Stats>,
     batchsize: usize,
     max_pending: usize,
@@ -120,7 +123,7 @@ const KEEP_CAPACITY: usize = 256 * 1024;
 
 impl Outbox {
     pub fn new(
-        sock: TcpStream,
+        sock: Arc<TcpStream>,
         stats: Arc<Stats>,
         batchsize: usize,
         max_pending: usize,
@@ -145,10 +148,10 @@ impl Outbox {
                 heartbeat: None,
                 post_opaque,
                 reader_flushes_soon: false,
+                sock: Some(sock),
             }),
             writer_cv: Condvar::new(),
             room_cv: Condvar::new(),
-            sock,
             stats,
             batchsize,
             max_pending,
@@ -294,10 +297,11 @@ impl Outbox {
             }
         }
         let flushed = g.buf.is_empty() && !g.writing;
-        g.stop_thread = true;
-        g.buf = Queue::default();
+        let released = release(&mut g);
         self.writer_cv.notify_all();
         self.room_cv.notify_all();
+        drop(g);
+        drop(released);
         flushed
     }
 
@@ -307,10 +311,11 @@ impl Outbox {
         if g.closed.is_none() {
             g.closed = Some(reason.to_string());
         }
-        g.stop_thread = true;
-        g.buf = Queue::default();
+        let released = release(&mut g);
         self.writer_cv.notify_all();
         self.room_cv.notify_all();
+        drop(g);
+        drop(released);
     }
 
     /// The writer thread: blocking writes, flush period, heartbeats.
@@ -369,8 +374,10 @@ impl Outbox {
         mut g: MutexGuard<'a, State>,
         blocking: bool,
     ) -> MutexGuard<'a, State> {
-        let fd = self.sock.as_raw_fd();
         loop {
+            let Some(sock) = g.sock.clone() else {
+                break; // closed: `release` took the queue too
+            };
             let fresh = Queue::with_buffer(std::mem::take(&mut g.spare));
             let data = std::mem::replace(&mut g.buf, fresh);
             g.frames = 0;
@@ -378,13 +385,15 @@ impl Outbox {
             g.oldest = None;
             g.writing = true;
             let (result, unsent, used) = MutexGuard::unlocked(&mut g, || {
-                let result = data.send(fd, blocking);
+                let result = data.send(sock.as_raw_fd(), blocking);
                 let unsent = match result {
                     Ok(n) if n < data.len() => Some(data.unsent(n)),
                     _ => None,
                 };
                 // Lent references are dropped here, outside the lock.
-                (result, unsent, data.into_buffer())
+                let used = data.into_buffer();
+                drop(sock);
+                (result, unsent, used)
             });
             g.writing = false;
             match result {
@@ -392,6 +401,12 @@ impl Outbox {
                     Stats::add(&self.stats.n_txbyte, n as u64);
                     Stats::incr(&self.stats.n_flushes);
                     if let Some(mut unsent) = unsent {
+                        if g.stop_thread {
+                            // Closed meanwhile: nobody will send the rest.
+                            recycle(&mut g, used);
+                            MutexGuard::unlocked(&mut g, || drop(unsent));
+                            break;
+                        }
                         // Socket full: the unsent tail goes back in front of
                         // whatever was queued meanwhile.
                         unsent.append(std::mem::take(&mut g.buf));
@@ -404,7 +419,13 @@ impl Outbox {
                     recycle(&mut g, used);
                 }
                 Err(e) => {
-                    self.fail_write(&mut g, &e);
+                    let why = format!("write failed: {e}");
+                    let lost = self.fail_write(&mut g, &why);
+                    // Logging takes the GIL: never with the lock held.
+                    MutexGuard::unlocked(&mut g, || {
+                        drop(lost);
+                        log::warn!("gofast: {why}");
+                    });
                     break;
                 }
             }
@@ -423,13 +444,14 @@ impl Outbox {
     }
 
     /// A write failed: the connection is unusable, and what is queued is
-    /// lost with it.
-    fn fail_write(&self, g: &mut State, e: &io::Error) {
-        let why = format!("write failed: {e}");
-        log::warn!("gofast: {why}");
-        g.closed.get_or_insert(why);
-        g.buf = Queue::default();
-        let _ = self.sock.shutdown(std::net::Shutdown::Both);
+    /// lost with it. Returns the lost queue, for the caller to drop once
+    /// the lock is released (it may hold lent Python objects).
+    fn fail_write(&self, g: &mut State, why: &str) -> Queue {
+        g.closed.get_or_insert_with(|| why.to_string());
+        if let Some(sock) = &g.sock {
+            let _ = sock.shutdown(std::net::Shutdown::Both);
+        }
+        std::mem::take(&mut g.buf)
     }
 }
 
@@ -449,6 +471,22 @@ fn encode_into(g: &mut State, out: Out<'_>) {
         }
         Out::Finish { opaque } => encode_finish(st.buf.copied_mut(), opaque),
     }
+}
+
+/// Stops the writer thread and takes out everything a closed outbox no
+/// longer needs (queued frames, buffers, compressor state), for the caller
+/// to drop after unlocking: lent frames hold Python objects.
+type Released = (Queue, Vec<u8>, Scratch, Option<Arc<TcpStream>>);
+
+fn release(g: &mut State) -> Released {
+    g.stop_thread = true;
+    g.heartbeat = None;
+    (
+        std::mem::take(&mut g.buf),
+        std::mem::take(&mut g.spare),
+        std::mem::take(&mut g.scratch),
+        g.sock.take(),
+    )
 }
 
 fn recycle(g: &mut State, mut used: Vec<u8>) {
@@ -488,7 +526,7 @@ mod tests {
         let ours = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (theirs, _) = listener.accept().unwrap();
         let stats = Arc::new(Stats::default());
-        let outbox = Outbox::new(ours, stats, 1, 1 << 20, None, 1, 1);
+        let outbox = Outbox::new(Arc::new(ours), stats, 1, 1 << 20, None, 1, 1);
         (Arc::new(outbox), theirs)
     }
 

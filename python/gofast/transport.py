@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from . import _native
+from .errors import UsageError
 from .message import BinMessage, MessageType, _check_id
 from .version import Version64
 
@@ -50,6 +51,16 @@ class Whoami:
     def _from_native(cls, raw: tuple[str, int, int, str]) -> Whoami:
         name, version, buffersize, tags = raw
         return cls(name, Version64(version), buffersize, tuple(t for t in tags.split(",") if t))
+
+
+def _version_number(version: object) -> int:
+    if isinstance(version, Version64):
+        return version.value
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise UsageError(f"version must be a Version64 or an int, not {version!r}")
+    if not 0 <= version < 1 << 64:
+        raise UsageError(f"version {version} is outside 0..2**64-1 (a Version64)")
+    return version
 
 
 _names = iter(range(1, 1 << 62))
@@ -99,8 +110,9 @@ class Transport(_native.Transport):
         merged = _native.default_settings(dialed)
         merged.update(settings or {})
         name = name or _default_name("dial" if dialed else "accept")
+        number = _version_number(version)
         fd = sock.detach()
-        return cls(name, fd, int(version), merged, dialed)
+        return cls(name, fd, number, merged, dialed)
 
     # ---- handlers ------------------------------------------------------------
 

@@ -21,11 +21,13 @@ impl From<Error> for PyErr {
         match e {
             Error::Closed(_) | Error::Io(_) => ConnectionClosed::new_err(msg),
             Error::Timeout(_) => Timeout::new_err(msg),
-            Error::OpaqueExhausted(_) => OpaqueExhausted::new_err(msg),
+            Error::OpaqueExhausted { .. } => OpaqueExhausted::new_err(msg),
             Error::Protocol(_) => ProtocolError::new_err(msg),
             Error::Settings(_) => SettingsError::new_err(msg),
             Error::InvalidArgument(_) => UsageError::new_err(msg),
             Error::StreamClosed(_) => StreamClosed::new_err(msg),
+            // Normally replaced by the signal handler's own exception.
+            Error::Interrupted => pyo3::exceptions::PyKeyboardInterrupt::new_err(msg),
         }
     }
 }

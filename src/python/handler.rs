@@ -13,7 +13,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::PyDict;
 
 use super::message::BinMessage;
-use super::stream::PyStream;
+use super::stream::{PyStream, StreamSink};
 use crate::codec::Message;
 use crate::exchange::Origin;
 use crate::stats::Stats;
@@ -21,6 +21,8 @@ use crate::transport::{Core, Dispatched, Handler};
 
 type PyCallable = Arc<Py<PyAny>>;
 
+/// Its tables are leaf locks, taken with the GIL held: see "Locks and the
+/// GIL" in transport.rs.
 #[derive(Default)]
 pub struct PyHandler {
     handlers: Mutex<HashMap<u64, PyCallable>>,
@@ -32,17 +34,20 @@ pub struct PyHandler {
 }
 
 impl PyHandler {
-    pub fn subscribe(&self, id: u64, handler: Py<PyAny>) {
-        self.handlers.lock().insert(id, Arc::new(handler));
+    /// Returns the handler replaced, for the caller to drop after the lock
+    /// (dropping a Python object may run arbitrary code).
+    pub fn subscribe(&self, id: u64, handler: Py<PyAny>) -> Option<PyCallable> {
+        self.handlers.lock().insert(id, Arc::new(handler))
     }
 
-    pub fn subscribe_batch(&self, id: u64, handler: Py<PyAny>) {
-        self.batch_handlers.lock().insert(id, Arc::new(handler));
+    pub fn subscribe_batch(&self, id: u64, handler: Py<PyAny>) -> Option<PyCallable> {
+        let old = self.batch_handlers.lock().insert(id, Arc::new(handler));
         self.any_batch.store(true, Ordering::Release);
+        old
     }
 
-    pub fn set_default(&self, handler: Option<Py<PyAny>>) {
-        *self.default.lock() = handler.map(Arc::new);
+    pub fn set_default(&self, handler: Option<Py<PyAny>>) -> Option<PyCallable> {
+        std::mem::replace(&mut *self.default.lock(), handler.map(Arc::new))
     }
 
     fn lookup(&self, id: u64) -> Option<PyCallable> {
@@ -77,7 +82,7 @@ impl PyHandler {
 }
 
 impl Handler for PyHandler {
-    type Callback = PyCallable;
+    type Callback = Arc<StreamSink>;
 
     fn batch(&self, run: &mut dyn FnMut()) {
         Python::attach(|_py| run());
@@ -139,7 +144,8 @@ impl Handler for PyHandler {
         let Some(h) = self.lookup(msg.id) else {
             return Err(Dispatched::NoHandler);
         };
-        let stream = PyStream::for_stream(core.clone(), opaque, Origin::Remote);
+        let sink = StreamSink::new();
+        let stream = PyStream::for_stream(core.clone(), opaque, Origin::Remote, sink.clone());
         let Some(returned) = self.call(core, &h, Some(stream), msg) else {
             // The handler failed: tell the peer this side is done.
             let _ = core.stream_close(opaque, Origin::Remote);
@@ -150,7 +156,8 @@ impl Handler for PyHandler {
             if r.is_none() {
                 Ok(None)
             } else if r.is_callable() {
-                Ok(Some(Arc::new(returned)))
+                let _ = sink.callback.set(returned);
+                Ok(Some(sink))
             } else {
                 let e = pyo3::exceptions::PyTypeError::new_err(format!(
                     "a stream handler must return a callable or None, not {}",
@@ -169,6 +176,9 @@ impl Handler for PyHandler {
         callback: &Self::Callback,
         msg: Option<&Message<'_>>,
     ) {
+        let Some(callback) = callback.callback.get() else {
+            return; // registered without a callable: nothing listens
+        };
         Python::attach(|py| {
             let called = match msg {
                 Some(m) => BinMessage::from_wire(py, m).and_then(|m| callback.call1(py, (m,))),
@@ -178,6 +188,10 @@ impl Handler for PyHandler {
                 report(py, core, "stream callback", e);
             }
         });
+    }
+
+    fn on_stream_cut(&self, sink: &Self::Callback, reason: &str) {
+        let _ = sink.cut.set(reason.to_string());
     }
 
     fn reader_thread(&self, run: &mut dyn FnMut()) {

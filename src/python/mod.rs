@@ -9,27 +9,75 @@ mod stream;
 mod transport;
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::errors::Result;
-use crate::transport::Core;
+use crate::transport::{Core, WAKE_EVERY};
 use handler::PyHandler;
 
 /// Runs `push` until the frame is queued, waiting for room without the GIL
-/// whenever the send queue is full (backpressure).
+/// whenever the send queue is full (backpressure), in slices that let
+/// Python see Ctrl-C; past `deadline` it gives up with `Timeout`.
 fn send_or_wait(
     py: Python<'_>,
     core: &Arc<Core<PyHandler>>,
+    deadline: Option<Instant>,
     mut push: impl FnMut() -> Result<bool>,
 ) -> PyResult<()> {
     loop {
         if push()? {
             return Ok(());
         }
-        py.detach(|| core.wait_room());
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(errors::Timeout::new_err(
+                "no room in the send queue in time: the peer is not reading",
+            ));
+        }
+        let slice = Instant::now() + WAKE_EVERY;
+        let until = deadline.map_or(slice, |d| d.min(slice));
+        py.detach(|| core.wait_room(until));
         py.check_signals()?;
+    }
+}
+
+/// A deadline `timeout` seconds from now; `None` waits for ever.
+fn deadline_after(timeout: Option<f64>) -> PyResult<Option<Instant>> {
+    match timeout {
+        None => Ok(None),
+        Some(t) if t >= 0.0 && t.is_finite() => {
+            Ok(Some(Instant::now() + Duration::from_secs_f64(t)))
+        }
+        Some(t) if t == f64::INFINITY => Ok(None),
+        Some(t) => Err(errors::UsageError::new_err(format!(
+            "timeout {t} is not a valid number of seconds"
+        ))),
+    }
+}
+
+/// Runs `wait` without the GIL. `wait` gets a check to call between slices
+/// of its wait: it takes the GIL back for a moment to see whether a signal
+/// (Ctrl-C) arrived, and if its handler raised, `wait` ends with that.
+fn detach_checked<T, F>(py: Python<'_>, wait: F) -> PyResult<T>
+where
+    F: Send + FnOnce(&mut dyn FnMut() -> Result<()>) -> Result<T>,
+    T: Send,
+{
+    let mut raised: Option<PyErr> = None;
+    let result = py.detach(|| {
+        let mut check = || {
+            Python::attach(|py| py.check_signals()).map_err(|e| {
+                raised = Some(e);
+                crate::errors::Error::Interrupted
+            })
+        };
+        wait(&mut check)
+    });
+    match (result, raised) {
+        (Err(_), Some(e)) => Err(e),
+        (result, _) => Ok(result?),
     }
 }
 

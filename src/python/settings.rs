@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyBool, PyDict};
 
 use super::errors::SettingsError;
 use crate::settings::{Role, Settings};
@@ -63,16 +63,26 @@ pub fn from_dict(role: Role, dict: &Bound<'_, PyDict>) -> PyResult<Settings> {
     Ok(s)
 }
 
+/// An integer setting; `True` is an int to Python, but never a size.
+fn int<T: TryFrom<u64>>(key: &str, v: &Bound<'_, PyAny>) -> PyResult<T> {
+    let bad = || SettingsError::new_err(format!("setting {key:?} takes a count, not {v}"));
+    if v.is_instance_of::<PyBool>() {
+        return Err(bad());
+    }
+    let n: u64 = v.extract().map_err(|_| bad())?;
+    T::try_from(n).map_err(|_| bad())
+}
+
 fn apply(s: &mut Settings, key: &str, v: &Bound<'_, PyAny>) -> PyResult<()> {
     match key {
-        "buffersize" => s.buffersize = v.extract()?,
-        "batchsize" => s.batchsize = v.extract()?,
+        "buffersize" => s.buffersize = int(key, v)?,
+        "batchsize" => s.batchsize = int(key, v)?,
         "tags" => s.set_tags(&v.extract::<String>()?)?,
-        "opaque.start" => s.opaque_start = v.extract()?,
-        "opaque.end" => s.opaque_end = v.extract()?,
-        "gzip.level" => s.gzip_level = v.extract()?,
-        "frame.max" => s.max_frame = v.extract()?,
-        "pending.max" => s.max_pending = v.extract()?,
+        "opaque.start" => s.opaque_start = int(key, v)?,
+        "opaque.end" => s.opaque_end = int(key, v)?,
+        "gzip.level" => s.gzip_level = int(key, v)?,
+        "frame.max" => s.max_frame = int(key, v)?,
+        "pending.max" => s.max_pending = int(key, v)?,
         "flush.period" => s.flush_period = opt_duration(v)?,
         "request.timeout" => s.request_timeout = opt_duration(v)?,
         // The reference's channel size has no meaning here; accepted so that

@@ -2,18 +2,43 @@
 //! bi-directional STREAM.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-
-use pyo3::prelude::*;
+use std::sync::{Arc, OnceLock};
 
 use pyo3::intern;
+use pyo3::prelude::*;
 
-use super::errors::{Timeout, UsageError};
+use super::errors::{ConnectionClosed, Timeout, UsageError};
 use super::handler::PyHandler;
 use super::message::{lendable, message_parts};
-use super::send_or_wait;
+use super::transport::owned;
+use super::{deadline_after, send_or_wait};
 use crate::exchange::Origin;
 use crate::transport::Core;
+
+/// Where a stream's incoming messages go, shared by the exchange table and
+/// the `Stream` object: the callable (the user's callback, or the inbox's
+/// `put`), and why the stream was cut, if the connection ended under it.
+pub struct StreamSink {
+    /// Set once: at once for streams we open, when the handler returns for
+    /// streams the peer opens.
+    pub callback: OnceLock<Py<PyAny>>,
+    pub cut: OnceLock<String>,
+}
+
+impl StreamSink {
+    pub fn new() -> Arc<Self> {
+        Arc::new(StreamSink {
+            callback: OnceLock::new(),
+            cut: OnceLock::new(),
+        })
+    }
+
+    pub fn with_callback(callback: Py<PyAny>) -> Arc<Self> {
+        let sink = Self::new();
+        let _ = sink.callback.set(callback);
+        sink
+    }
+}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Role {
@@ -33,6 +58,8 @@ pub struct PyStream {
     inbox: Option<Py<PyAny>>,
     /// `recv()` has returned the end of the stream: it stays ended.
     ended: AtomicBool,
+    /// For streams (not requests): what the connection's end left there.
+    sink: Option<Arc<StreamSink>>,
 }
 
 impl PyStream {
@@ -44,10 +71,16 @@ impl PyStream {
             responded: AtomicBool::new(false),
             inbox: None,
             ended: AtomicBool::new(false),
+            sink: None,
         }
     }
 
-    pub fn for_stream(core: Arc<Core<PyHandler>>, opaque: u64, origin: Origin) -> Self {
+    pub fn for_stream(
+        core: Arc<Core<PyHandler>>,
+        opaque: u64,
+        origin: Origin,
+        sink: Arc<StreamSink>,
+    ) -> Self {
         let role = Role::Stream(origin);
         PyStream {
             core,
@@ -56,7 +89,20 @@ impl PyStream {
             responded: AtomicBool::new(false),
             inbox: None,
             ended: AtomicBool::new(false),
+            sink: Some(sink),
         }
+    }
+
+    fn core(&self) -> PyResult<&Arc<Core<PyHandler>>> {
+        owned(&self.core)
+    }
+
+    fn cut_error(&self) -> Option<PyErr> {
+        let why = self.sink.as_ref()?.cut.get()?;
+        Some(ConnectionClosed::new_err(format!(
+            "stream {} was cut: connection closed: {why}",
+            self.opaque
+        )))
     }
 
     pub fn with_inbox(mut self, inbox: Py<PyAny>) -> Self {
@@ -88,14 +134,30 @@ impl PyStream {
         self.role == Role::Request
     }
 
-    /// Sends a message on the stream.
-    #[pyo3(signature = (msg, flush = false))]
-    fn send(&self, py: Python<'_>, msg: &Bound<'_, PyAny>, flush: bool) -> PyResult<()> {
+    /// Why the stream ended early: a `ConnectionClosed` when the connection
+    /// ended before the peer closed its side; None while it runs or after
+    /// the peer closed it.
+    #[getter]
+    fn error(&self) -> Option<PyErr> {
+        self.cut_error()
+    }
+
+    /// Sends a message on the stream; while the peer is not reading it
+    /// waits for room, up to `timeout` seconds (None: as long as it takes).
+    #[pyo3(signature = (msg, flush = false, timeout = None))]
+    fn send(
+        &self,
+        py: Python<'_>,
+        msg: &Bound<'_, PyAny>,
+        flush: bool,
+        timeout: Option<f64>,
+    ) -> PyResult<()> {
         let origin = self.origin("send")?;
+        let core = self.core()?;
         let (id, data) = message_parts(msg)?;
         let data = lendable(&data);
-        send_or_wait(py, &self.core, || {
-            self.core.stream_send(self.opaque, origin, id, data, flush)
+        send_or_wait(py, core, deadline_after(timeout)?, || {
+            core.stream_send(self.opaque, origin, id, data, flush)
         })
     }
 
@@ -116,9 +178,10 @@ impl PyStream {
                 self.opaque
             )));
         }
+        let core = self.core()?;
         let data = lendable(&data);
-        send_or_wait(py, &self.core, || {
-            self.core.respond(self.opaque, id, data, flush)
+        send_or_wait(py, core, None, || {
+            core.respond(self.opaque, id, data, flush)
         })
     }
 
@@ -126,12 +189,13 @@ impl PyStream {
     /// nothing). The stream is over when the peer has closed its side too.
     fn close(&self) -> PyResult<()> {
         let origin = self.origin("close")?;
-        Ok(self.core.stream_close(self.opaque, origin)?)
+        Ok(self.core()?.stream_close(self.opaque, origin)?)
     }
 
-    /// The next message from the peer, or None once the stream has ended.
-    /// Only for streams opened without a callback. `timeout` in seconds
-    /// raises `Timeout` when nothing arrives in time.
+    /// The next message from the peer, or None once the peer has closed its
+    /// side. Only for streams opened without a callback. `timeout` in
+    /// seconds raises `Timeout` when nothing arrives in time; a stream cut
+    /// by the connection's end raises `ConnectionClosed`.
     #[pyo3(signature = (timeout = None))]
     fn recv(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
         let Some(inbox) = &self.inbox else {
@@ -139,16 +203,26 @@ impl PyStream {
                 "recv() needs a stream opened without a callback",
             ));
         };
+        self.core()?;
         if self.ended.load(Ordering::Acquire) {
-            return Ok(py.None());
+            return match self.cut_error() {
+                Some(e) => Err(e),
+                None => Ok(py.None()),
+            };
         }
         match inbox.call_method1(py, intern!(py, "get"), (true, timeout)) {
-            Err(e) if e.is_instance(py, &py.import("queue")?.getattr("Empty")?) => Err(
-                Timeout::new_err(format!("no stream message within {:?}s", timeout)),
-            ),
+            Err(e) if e.is_instance(py, &py.import("queue")?.getattr("Empty")?) => {
+                let waited = timeout.map_or("ever".to_string(), |t| format!("{t}s"));
+                Err(Timeout::new_err(format!(
+                    "no stream message within {waited}"
+                )))
+            }
             Ok(m) if m.is_none(py) => {
                 self.ended.store(true, Ordering::Release);
-                Ok(m)
+                match self.cut_error() {
+                    Some(e) => Err(e),
+                    None => Ok(m),
+                }
             }
             other => other,
         }

@@ -14,9 +14,9 @@ use pyo3::types::{PyBytes, PyDict};
 use super::errors::{SettingsError, Timeout, UsageError};
 use super::handler::PyHandler;
 use super::message::{lendable, message_parts, BinMessage};
-use super::send_or_wait;
 use super::settings;
-use super::stream::PyStream;
+use super::stream::{PyStream, StreamSink};
+use super::{deadline_after, detach_checked, send_or_wait};
 use crate::builtin::{self, Whoami, PING_ID, WHOAMI_ID};
 use crate::errors::Error;
 use crate::exchange::{Origin, OwnedMessage};
@@ -27,13 +27,29 @@ const SIGNAL_CHECK: Duration = Duration::from_millis(50);
 
 #[pyclass(frozen, subclass, module = "gofast._native", name = "Transport")]
 pub struct PyTransport {
-    core: Arc<Core<PyHandler>>,
+    /// Reached through `core()`, which refuses a fork()ed child.
+    inner: Arc<Core<PyHandler>>,
 }
 
 impl Drop for PyTransport {
     fn drop(&mut self) {
-        // Never joins: this may run with the GIL held.
-        self.core.close_nowait();
+        // Never joins: this may run with the GIL held. Does nothing in a
+        // forked child, whose copy must not touch the parent's connection.
+        self.inner.close_nowait();
+    }
+}
+
+/// The transport's core, unless this process is a fork()ed child of the one
+/// that made it: there the connection and its threads are the parent's.
+pub(super) fn owned(core: &Arc<Core<PyHandler>>) -> PyResult<&Arc<Core<PyHandler>>> {
+    if core.in_owner_process() {
+        Ok(core)
+    } else {
+        Err(UsageError::new_err(format!(
+            "transport {:?} belongs to the parent process (this is a fork()ed \
+             child): make a new transport here",
+            core.name
+        )))
     }
 }
 
@@ -42,9 +58,13 @@ fn whoami_tuple(w: Whoami) -> (String, u64, u64, String) {
 }
 
 impl PyTransport {
+    fn core(&self) -> PyResult<&Arc<Core<PyHandler>>> {
+        owned(&self.inner)
+    }
+
     fn timeout(&self, timeout: Option<f64>) -> PyResult<Option<Duration>> {
         match timeout {
-            None => Ok(self.core.settings.request_timeout),
+            None => Ok(self.inner.settings.request_timeout),
             Some(t) if t.is_infinite() && t > 0.0 => Ok(None),
             Some(t) => Duration::try_from_secs_f64(t).map(Some).map_err(|_| {
                 UsageError::new_err(format!("timeout {t} is not a valid number of seconds"))
@@ -62,10 +82,11 @@ impl PyTransport {
         compress: bool,
         timeout: Option<Duration>,
     ) -> PyResult<OwnedMessage> {
-        let core = &self.core;
+        let core = self.core()?;
+        check_receiving(core)?;
         let deadline = timeout.map(|t| Instant::now() + t);
-        let (pending, first) = py.detach(|| -> Result<(PendingRequest, _), Error> {
-            let p = core.send_request(id, data, compress)?;
+        let (pending, first) = detach_checked(py, |check| -> Result<(PendingRequest, _), Error> {
+            let p = core.send_request(id, data, compress, check)?;
             let r = core.wait_response(&p, signal_slice(deadline));
             Ok((p, r))
         })?;
@@ -82,7 +103,7 @@ impl PyTransport {
         deadline: Option<Instant>,
         timeout: Option<Duration>,
     ) -> PyResult<OwnedMessage> {
-        let core = &self.core;
+        let core = &self.inner;
         loop {
             if let Some(r) = reply {
                 return Ok(r?);
@@ -147,53 +168,62 @@ impl PyTransport {
         let sock = unsafe { TcpStream::from_raw_fd(fd) };
         let s = settings::from_dict(settings::role(dialed), settings)?;
         let core = Core::new(name, sock, version, s, PyHandler::default())?;
-        Ok(PyTransport { core })
+        Ok(PyTransport { inner: core })
     }
 
     #[getter]
     fn name(&self) -> &str {
-        &self.core.name
+        &self.inner.name
     }
 
     #[getter]
     fn closed(&self) -> bool {
-        self.core.is_closed()
+        self.inner.is_closed()
     }
 
     /// The effective settings (defaults merged with what was given).
     #[getter]
     fn settings<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        settings::to_dict(py, &self.core.settings)
+        settings::to_dict(py, &self.inner.settings)
     }
 
     #[getter]
     fn local_address(&self) -> Option<(String, u16)> {
-        self.core
+        self.inner
             .local_addr()
             .map(|a| (a.ip().to_string(), a.port()))
     }
 
     #[getter]
     fn peer_address(&self) -> Option<(String, u16)> {
-        self.core
+        self.inner
             .peer_addr()
             .map(|a| (a.ip().to_string(), a.port()))
     }
 
-    fn _subscribe(&self, id: u64, handler: Py<PyAny>) -> PyResult<()> {
+    fn _subscribe(&self, py: Python<'_>, id: u64, handler: Py<PyAny>) -> PyResult<()> {
         check_user_id(id)?;
-        self.core.handler().subscribe(id, handler);
+        check_callable(py, &handler)?;
+        let old = self.open_core()?.handler().subscribe(id, handler);
+        drop(old); // here, not under the handler table's lock
         Ok(())
     }
 
-    fn _subscribe_batch(&self, id: u64, handler: Py<PyAny>) -> PyResult<()> {
+    fn _subscribe_batch(&self, py: Python<'_>, id: u64, handler: Py<PyAny>) -> PyResult<()> {
         check_user_id(id)?;
-        self.core.handler().subscribe_batch(id, handler);
+        check_callable(py, &handler)?;
+        let old = self.open_core()?.handler().subscribe_batch(id, handler);
+        drop(old);
         Ok(())
     }
 
-    fn _set_default_handler(&self, handler: Option<Py<PyAny>>) {
-        self.core.handler().set_default(handler);
+    fn _set_default_handler(&self, py: Python<'_>, handler: Option<Py<PyAny>>) -> PyResult<()> {
+        if let Some(h) = &handler {
+            check_callable(py, h)?;
+        }
+        let old = self.open_core()?.handler().set_default(handler);
+        drop(old);
+        Ok(())
     }
 
     /// Runs the whoami handshake; returns the peer's (name, version,
@@ -204,13 +234,14 @@ impl PyTransport {
                 "timeout {timeout} is not a valid number of seconds"
             ))
         })?;
-        let core = &self.core;
-        Ok(whoami_tuple(py.detach(|| core.handshake(timeout))?))
+        let core = self.core()?;
+        let peer = detach_checked(py, |check| core.handshake(timeout, check))?;
+        Ok(whoami_tuple(peer))
     }
 
     /// The peer's whoami from the handshake, if it happened.
     fn _peer(&self) -> Option<(String, u64, u64, String)> {
-        self.core.peer().map(whoami_tuple)
+        self.inner.peer().map(whoami_tuple)
     }
 
     /// Asks the peer for its whoami again.
@@ -220,7 +251,7 @@ impl PyTransport {
         py: Python<'_>,
         timeout: Option<f64>,
     ) -> PyResult<(String, u64, u64, String)> {
-        let ours = self.core.whoami().encode();
+        let ours = self.inner.whoami().encode();
         let reply = self.round_trip(py, WHOAMI_ID, &ours, false, self.timeout(timeout)?)?;
         Ok(whoami_tuple(
             Whoami::decode(&reply.data).map_err(Error::from)?,
@@ -228,27 +259,47 @@ impl PyTransport {
     }
 
     /// Posts a message: no reply. Queued frames go out when `batchsize`
-    /// are waiting, on `flush=True`, or within the flush period.
-    #[pyo3(signature = (msg, flush = false))]
-    fn post(&self, py: Python<'_>, msg: &Bound<'_, PyAny>, flush: bool) -> PyResult<()> {
+    /// are waiting, on `flush=True`, or within the flush period. When the
+    /// peer stops reading and the send queue is full, it waits for room,
+    /// up to `timeout` seconds (None: for as long as it takes).
+    #[pyo3(signature = (msg, flush = false, timeout = None))]
+    fn post(
+        &self,
+        py: Python<'_>,
+        msg: &Bound<'_, PyAny>,
+        flush: bool,
+        timeout: Option<f64>,
+    ) -> PyResult<()> {
+        let core = self.core()?;
         let (id, data) = message_parts(msg)?;
         let data = lendable(&data);
-        send_or_wait(py, &self.core, || self.core.post(id, data, flush))
+        send_or_wait(py, core, deadline_after(timeout)?, || {
+            core.post(id, data, flush)
+        })
     }
 
-    /// Posts many messages in one call (one lock, one wake-up).
-    #[pyo3(signature = (msgs, flush = true))]
-    fn post_many(&self, py: Python<'_>, msgs: &Bound<'_, PyAny>, flush: bool) -> PyResult<usize> {
+    /// Posts many messages in one call (one lock, one wake-up). `timeout`
+    /// bounds the whole call; on `Timeout` the earlier messages are queued.
+    #[pyo3(signature = (msgs, flush = true, timeout = None))]
+    fn post_many(
+        &self,
+        py: Python<'_>,
+        msgs: &Bound<'_, PyAny>,
+        flush: bool,
+        timeout: Option<f64>,
+    ) -> PyResult<usize> {
+        let core = self.core()?;
+        let deadline = deadline_after(timeout)?;
         let mut n = 0;
         for msg in msgs.try_iter()? {
             let msg = msg?;
             let (id, data) = message_parts(&msg)?;
             let data = lendable(&data);
-            send_or_wait(py, &self.core, || self.core.post(id, data, false))?;
+            send_or_wait(py, core, deadline, || core.post(id, data, false))?;
             n += 1;
         }
         if flush && n > 0 {
-            self.core.flush();
+            core.flush()?;
         }
         Ok(n)
     }
@@ -292,8 +343,9 @@ impl PyTransport {
         let timeout = self.timeout(timeout)?;
         let deadline = timeout.map(|t| Instant::now() + t);
         let frames: Vec<(u64, &[u8])> = parts.iter().map(|(id, d)| (*id, d.as_bytes())).collect();
-        let core = &self.core;
-        let pending = py.detach(|| core.send_requests(&frames))?;
+        let core = self.core()?;
+        check_receiving(core)?;
+        let pending = detach_checked(py, |check| core.send_requests(&frames, check))?;
         let mut replies = Vec::with_capacity(pending.len());
         for (i, p) in pending.iter().enumerate() {
             let first = py.detach(|| core.wait_response(p, signal_slice(deadline)));
@@ -319,6 +371,7 @@ impl PyTransport {
         callback: Option<Py<PyAny>>,
         flush: bool,
     ) -> PyResult<PyStream> {
+        let core = self.core()?;
         let (callback, inbox) = match callback {
             Some(cb) if cb.bind(py).is_callable() => (cb, None),
             Some(_) => return Err(UsageError::new_err("the stream callback must be callable")),
@@ -335,14 +388,14 @@ impl PyTransport {
         };
         let (id, data) = message_parts(msg)?;
         let data = lendable(&data);
-        let callback = Arc::new(callback);
+        let sink = StreamSink::with_callback(callback);
         let mut opened = None;
-        send_or_wait(py, &self.core, || {
-            opened = self.core.open_stream(id, data, callback.clone(), flush)?;
+        send_or_wait(py, core, None, || {
+            opened = core.open_stream(id, data, sink.clone(), flush)?;
             Ok(opened.is_some())
         })?;
         let opaque = opened.ok_or_else(|| UsageError::new_err("stream was not opened"))?;
-        let stream = PyStream::for_stream(self.core.clone(), opaque, Origin::Local);
+        let stream = PyStream::for_stream(core.clone(), opaque, Origin::Local, sink);
         Ok(match inbox {
             Some(q) => stream.with_inbox(q),
             None => stream,
@@ -366,46 +419,84 @@ impl PyTransport {
 
     /// Seconds since the peer's last heartbeat; None before the first one.
     fn silent_since(&self) -> Option<f64> {
-        self.core.silent_since().map(|d| d.as_secs_f64())
+        self.inner.silent_since().map(|d| d.as_secs_f64())
     }
 
     /// Flushes batched frames at least this often (seconds; None: never).
     fn flush_period(&self, seconds: Option<f64>) -> PyResult<()> {
-        self.core.set_flush_period(positive_seconds(seconds)?);
+        let period = positive_seconds(seconds)?;
+        self.open_core()?.set_flush_period(period);
         Ok(())
     }
 
     /// Posts a heartbeat to the peer this often (seconds; None: stop).
     fn send_heartbeat(&self, seconds: Option<f64>) -> PyResult<()> {
-        self.core.set_heartbeat(positive_seconds(seconds)?);
+        let period = positive_seconds(seconds)?;
+        self.open_core()?.set_heartbeat(period);
         Ok(())
     }
 
     /// Writes whatever is queued now.
-    fn flush(&self) {
-        self.core.flush();
+    fn flush(&self) -> PyResult<()> {
+        Ok(self.core()?.flush()?)
     }
 
     /// This transport's counters (PROTOCOL.md §5 names).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
-        for (k, v) in self.core.stats.snapshot() {
+        for (k, v) in self.inner.stats.snapshot() {
             d.set_item(k, v)?;
         }
         Ok(d)
     }
 
     /// (opaques held by exchanges this side started, streams the peer opened)
-    fn _exchanges_in_use(&self) -> (usize, usize) {
-        self.core.exchanges_in_use()
+    fn _exchanges_in_use(&self) -> PyResult<(usize, usize)> {
+        Ok(self.core()?.exchanges_in_use())
     }
 
     /// Flushes, closes the connection, fails pending requests with
     /// ConnectionClosed and ends open streams (callback(None)). Idempotent.
+    /// In a fork()ed child it does nothing: the connection is the parent's.
     fn close(&self, py: Python<'_>) {
-        let core = &self.core;
-        py.detach(|| core.close("closed by this side"));
+        let core = &self.inner;
+        py.detach(|| core.close(CLOSED_HERE));
     }
+}
+
+/// Why calls fail after `close()` on this side.
+const CLOSED_HERE: &str = "closed by this side";
+
+impl PyTransport {
+    /// `core()`, and not closed.
+    fn open_core(&self) -> PyResult<&Arc<Core<PyHandler>>> {
+        let core = self.core()?;
+        if core.is_closed() {
+            return Err(Error::Closed(core.close_reason()).into());
+        }
+        Ok(core)
+    }
+}
+
+fn check_callable(py: Python<'_>, handler: &Py<PyAny>) -> PyResult<()> {
+    if handler.bind(py).is_callable() {
+        return Ok(());
+    }
+    Err(UsageError::new_err(format!(
+        "a handler must be callable, not {}",
+        handler.bind(py).get_type()
+    )))
+}
+
+/// A request before `handshake()` could never get its RESPONSE: nothing
+/// reads the socket yet.
+fn check_receiving(core: &Core<PyHandler>) -> PyResult<()> {
+    if core.is_receiving() || core.is_closed() {
+        return Ok(());
+    }
+    Err(UsageError::new_err(
+        "call handshake() first: before it nothing receives the RESPONSE",
+    ))
 }
 
 fn positive_seconds(seconds: Option<f64>) -> PyResult<Option<Duration>> {

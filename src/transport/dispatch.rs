@@ -63,13 +63,19 @@ impl<H: Handler> Core<H> {
     }
 
     fn drop_frame(&self, f: &FrameRef, why: &str) {
+        self.stats.drop_frame(f.len);
+        self.log_drop(f, why);
+    }
+
+    /// Logs a drop already counted. Logging takes the GIL: callers hold no
+    /// lock but the reader's `read` (see the lock rules in transport.rs).
+    pub(super) fn log_drop(&self, f: &FrameRef, why: &str) {
         log::warn!(
             "gofast[{}]: dropped {:?} frame, opaque {}: {why}",
             self.name,
             f.kind,
             f.opaque
         );
-        self.stats.drop_frame(f.len);
     }
 
     /// `posts`: batched POSTs not yet delivered; anything else goes after them.
@@ -126,37 +132,56 @@ impl<H: Handler> Core<H> {
         let class = self.ex.lock().classify_request(f.opaque);
         match class {
             RequestFrame::NotOurs => self.on_peer_request(f, body),
-            class => self.deliver_response(f, body, class),
+            class => {
+                if let Some(why) = self.deliver_response(f, body, class) {
+                    self.log_drop(f, &why);
+                }
+            }
         }
     }
 
     /// An `81` frame on one of our own opaques (not a peer's REQUEST).
-    pub(super) fn deliver_response(&self, f: &FrameRef, body: &[u8], class: RequestFrame) {
-        match class {
+    /// Returns why it was dropped (counted, not yet logged: a requester
+    /// calls this holding the read lock, and logs after releasing it).
+    pub(super) fn deliver_response(
+        &self,
+        f: &FrameRef,
+        body: &[u8],
+        class: RequestFrame,
+    ) -> Option<String> {
+        let why = match class {
             RequestFrame::Response(slot) => {
                 Stats::incr(&self.stats.n_rxresp);
                 let limit = self.settings.max_frame * MAX_BODY_FACTOR;
-                let reply = decode_body(body, limit)
-                    .map(|m| OwnedMessage {
-                        id: m.id,
-                        data: m.data.into_owned(),
-                    })
-                    .map_err(|e| {
-                        self.drop_frame(f, &e.to_string());
-                        Error::Protocol(e)
-                    });
-                slot.fill(reply);
+                match decode_body(body, limit) {
+                    Ok(m) => {
+                        slot.fill(Ok(OwnedMessage {
+                            id: m.id,
+                            data: m.data.into_owned(),
+                        }));
+                        return None;
+                    }
+                    Err(e) => {
+                        let why = e.to_string();
+                        slot.fill(Err(Error::Protocol(e)));
+                        why
+                    }
+                }
             }
             RequestFrame::LateResponse => {
                 Stats::incr(&self.stats.n_rxresp);
-                self.drop_frame(f, "RESPONSE for a request that already timed out");
+                "RESPONSE for a request that already timed out".to_string()
             }
-            RequestFrame::Misdirected => {
-                self.drop_frame(f, "REQUEST on the opaque of a stream we opened")
+            RequestFrame::Stray => {
+                Stats::incr(&self.stats.n_rxresp);
+                "RESPONSE on our opaque range for no request in flight".to_string()
             }
+            RequestFrame::Misdirected => "REQUEST on the opaque of a stream we opened".to_string(),
             // Callers route these to on_peer_request; counted if one slips by.
-            RequestFrame::NotOurs => self.drop_frame(f, "a peer's REQUEST taken for a RESPONSE"),
-        }
+            RequestFrame::NotOurs => "a peer's REQUEST taken for a RESPONSE".to_string(),
+        };
+        self.stats.drop_frame(f.len);
+        Some(why)
     }
 
     fn on_peer_request(self: &Arc<Self>, f: &FrameRef, body: &[u8]) {

@@ -16,7 +16,7 @@ use super::dispatch::FrameRef;
 use super::idle_spin::IdleSpin;
 use super::{Core, Handler};
 use crate::codec::{Decoded, FrameDecoder, Kind};
-use crate::errors::{ProtocolError, Result};
+use crate::errors::{Error, ProtocolError, Result};
 use crate::exchange::Slot;
 use crate::readbuf::ReadBuf;
 use crate::stats::Stats;
@@ -33,23 +33,36 @@ impl<H: Handler> Core<H> {
         Outbox::mark_reader_thread();
         let me = self.clone();
         self.handler.reader_thread(&mut || me.reader_body());
+        // Done with Python for good: unless close() is joining this thread
+        // already, detach it so its stack goes now, not with the handle.
+        drop(self.reader.lock().take());
     }
 
     fn reader_body(self: &Arc<Self>) {
-        let reason = match self.read_loop() {
+        let ended = self.read_loop();
+        let broken = match &ended {
+            Err(Error::Protocol(p)) => Some(p.clone()),
+            _ => None,
+        };
+        let reason = match ended {
+            // This side's close() shut the socket: its reason stands.
+            _ if self.is_closed() => self.close_reason(),
             Ok(()) => "peer closed the connection".to_string(),
-            Err(e) if self.is_closed() => format!("closed ({e})"),
             Err(e) => {
                 log::warn!("gofast[{}]: connection ends: {e}", self.name);
                 e.to_string()
             }
         };
-        self.finish_close(&reason);
+        self.finish_close(&reason, broken.as_ref());
     }
 
     fn read_loop(self: &Arc<Self>) -> Result<()> {
         let decoder = FrameDecoder::new(self.settings.max_frame);
-        let fd = self.sock.as_raw_fd();
+        // Ours for the thread's life: the fd stays open while we read it.
+        let Some(sock) = self.read.lock().sock.clone() else {
+            return Ok(());
+        };
+        let fd = sock.as_raw_fd();
         let mut frames: Vec<FrameRef> = Vec::new();
         let mut requests_seen = u64::MAX;
         let mut idle = IdleSpin::default();
@@ -65,7 +78,8 @@ impl<H: Handler> Core<H> {
             if requesters_read {
                 wait_readable(fd)?;
             }
-            let mut rb = self.read.lock();
+            let mut side = self.read.lock();
+            let rb = &mut side.buf;
             let n = if requesters_read {
                 match rb.fill_now(fd) {
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
@@ -79,7 +93,7 @@ impl<H: Handler> Core<H> {
                 let answering = peer_requests != peer_requests_seen;
                 peer_requests_seen = peer_requests;
                 if answering {
-                    read_or_sleep(&mut rb, fd, &mut idle)?
+                    read_or_sleep(rb, fd, &mut idle)?
                 } else {
                     rb.fill(fd)?
                 }
@@ -93,7 +107,7 @@ impl<H: Handler> Core<H> {
                 return Ok(());
             }
             Stats::add(&self.stats.n_rxbyte, n as u64);
-            self.decode_and_process(&decoder, &mut rb, &mut frames)?;
+            self.decode_and_process(&decoder, rb, &mut frames)?;
             rb.settle(n);
         }
     }
@@ -150,11 +164,18 @@ impl<H: Handler> Core<H> {
         let until = Instant::now() + SPIN;
         let decoder = FrameDecoder::new(self.settings.max_frame);
         while !slot.is_ready() && Instant::now() < until {
-            if let Some(mut rb) = self.read.try_lock() {
+            let mut dropped = Vec::new();
+            if let Some(mut side) = self.read.try_lock() {
+                let side = &mut *side;
                 // A partial frame in the buffer is the reader's to finish.
-                if rb.data().is_empty() {
-                    self.take_responses(&decoder, &mut rb);
+                if let (Some(sock), true) = (&side.sock, side.buf.data().is_empty()) {
+                    let fd = sock.as_raw_fd();
+                    self.take_responses(&decoder, &mut side.buf, fd, &mut dropped);
                 }
+            }
+            // Logged only now that the read lock is released.
+            for (f, why) in &dropped {
+                self.log_drop(f, why);
             }
             if slot.is_ready() {
                 break;
@@ -167,8 +188,13 @@ impl<H: Handler> Core<H> {
     /// requests at its front, delivering them. Anything else (other frames,
     /// a partial frame, the end of the connection, an error) stays in the
     /// socket, in order, where the reader thread's poll() sees it.
-    fn take_responses(&self, decoder: &FrameDecoder, rb: &mut ReadBuf) {
-        let fd = self.sock.as_raw_fd();
+    fn take_responses(
+        &self,
+        decoder: &FrameDecoder,
+        rb: &mut ReadBuf,
+        fd: RawFd,
+        dropped: &mut Vec<(FrameRef, String)>,
+    ) {
         let Ok(peeked) = rb.peek(fd) else {
             return;
         };
@@ -177,9 +203,10 @@ impl<H: Handler> Core<H> {
             if f.kind != Kind::Request {
                 break;
             }
+            // Only awaited ones: late and stray RESPONSEs are the reader's.
             let class = {
                 let mut ex = self.ex.lock();
-                ex.is_response(f.opaque)
+                ex.is_awaited(f.opaque)
                     .then(|| ex.classify_request(f.opaque))
             };
             let Some(class) = class else {
@@ -192,7 +219,9 @@ impl<H: Handler> Core<H> {
                 len: used,
             };
             Stats::incr(&self.stats.n_rx);
-            self.deliver_response(&frame, &peeked[frame.body.clone()], class);
+            if let Some(why) = self.deliver_response(&frame, &peeked[frame.body.clone()], class) {
+                dropped.push((frame, why));
+            }
             taken += used;
         }
         if taken > 0 {
