@@ -106,14 +106,16 @@ def test_close_ends_open_streams_on_both_sides(
     assert got == {"client": [None], "server": [None]}
 
 
-def test_close_of_an_iterated_stream_ends_the_iteration(pair_factory: Any) -> None:
+def test_the_peer_closing_under_an_iterated_stream_cuts_it(pair_factory: Any) -> None:
+    """Iteration ends with ConnectionClosed, not as if the peer had finished."""
     p = pair_factory(server_setup=lambda t: t.subscribe(STREAM_ID, lambda s, m: None))
     s = p.client.stream(BinMessage(STREAM_ID, b""))
     with ThreadPoolExecutor(1) as pool:
         it = pool.submit(lambda: list(s))
         wait_until(lambda: p.server._exchanges_in_use()[1] == 1, what="stream accepted")
         p.server.close()
-        assert it.result(timeout=10) == []
+        with pytest.raises(gofast.ConnectionClosed, match="cut"):
+            it.result(timeout=10)
 
 
 def test_peer_closing_fails_our_pending_requests_and_closes_us(

@@ -263,21 +263,3 @@ def test_fifth_concurrent_request_on_four_opaques_raises_opaque_exhausted(
         assert [f.result(timeout=10).data for f in waiting] == [b"late but in time"] * 4
     assert p.client.ping("free again", timeout=5) == "free again"
     assert p.client._exchanges_in_use() == (0, 0)
-
-
-def test_opaques_of_timed_out_requests_are_reclaimed(pair_factory: Any) -> None:
-    p = pair_factory(
-        client_settings=OPAQUES_4,
-        server_setup=lambda t: t.subscribe(SILENT_ID, lambda s, m: None),
-    )
-    with ThreadPoolExecutor(4) as pool:
-        futures = [
-            pool.submit(p.client.request, BinMessage(SILENT_ID, b""), None, 0.2) for _ in range(4)
-        ]
-        for f in futures:
-            with pytest.raises(gofast.Timeout):
-                f.result(timeout=10)
-    assert p.client.stats()["n_timeouts"] == 4
-    # No response will ever come for them; the range is usable again anyway.
-    for i in range(10):
-        assert p.client.ping(str(i), timeout=5) == str(i)
