@@ -18,6 +18,7 @@ use crate::codec::compress::Encoding;
 use crate::codec::{Kind, Message};
 use crate::errors::{Error, Result};
 use crate::exchange::{Exchanges, Origin, OwnedMessage, Slot};
+use crate::log_limit::LogLimit;
 use crate::opaque::OpaquePool;
 use crate::readbuf::ReadBuf;
 use crate::settings::Settings;
@@ -107,6 +108,8 @@ pub struct Core<H: Handler> {
     /// The receive buffer, held by whoever reads the socket: the reader
     /// thread, or the requester taking its own RESPONSE (`receive`).
     read: Mutex<ReadBuf>,
+    /// Rate of warnings about the peer's frames (`dispatch::warn_peer`).
+    log_limit: LogLimit,
 }
 
 /// What `close_all_transports` needs of a transport, whatever its handler.
@@ -186,6 +189,7 @@ impl<H: Handler> Core<H> {
             writer: Mutex::new(None),
             reader_id: OnceLock::new(),
             read: Mutex::new(ReadBuf::new(buffersize, max_frame)),
+            log_limit: LogLimit::default(),
         });
         stats::register(name, &core.stats);
         {

@@ -25,6 +25,10 @@ key                       default                meaning
 The default opaque ranges of a dialing and an accepting side do not overlap
 each other, nor the Go reference's default 1000..5000, so any two peers with
 default settings can talk. Give a Go peer a range outside ours.
+
+Warnings about a peer's bad or dropped frames are limited to a burst of 20,
+then 5 a second, per transport; the rest are counted in ``n_log_suppressed``
+and the next line logged says how many were left out.
 """
 
 from __future__ import annotations

@@ -63,13 +63,26 @@ impl<H: Handler> Core<H> {
     }
 
     fn drop_frame(&self, f: &FrameRef, why: &str) {
-        log::warn!(
-            "gofast[{}]: dropped {:?} frame, opaque {}: {why}",
-            self.name,
-            f.kind,
-            f.opaque
-        );
         self.stats.drop_frame(f.len);
+        self.warn_peer(format_args!(
+            "dropped {:?} frame, opaque {}: {why}",
+            f.kind, f.opaque
+        ));
+    }
+
+    /// A warning about what the peer sent, within the transport's rate
+    /// limit (a flood of bad frames must not flood the log); the lines left
+    /// out are counted, and the next line logged says how many. Callers may
+    /// hold the `read` lock: the limiter takes none.
+    pub(super) fn warn_peer(&self, what: std::fmt::Arguments<'_>) {
+        match self.log_limit.admit() {
+            Some(0) => log::warn!("gofast[{}]: {what}", self.name),
+            Some(n) => log::warn!(
+                "gofast[{}]: {what} ({n} more such warnings were left out before this one)",
+                self.name
+            ),
+            None => Stats::incr(&self.stats.n_log_suppressed),
+        }
     }
 
     /// `posts`: batched POSTs not yet delivered; anything else goes after them.

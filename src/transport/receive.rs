@@ -120,10 +120,7 @@ impl<H: Handler> Core<H> {
                     rb.consume(used);
                 }
                 Ok(Some((Decoded::Dropped(e), used))) => {
-                    log::warn!(
-                        "gofast[{}]: dropped a frame of {used} bytes: {e}",
-                        self.name
-                    );
+                    self.warn_peer(format_args!("dropped a frame of {used} bytes: {e}"));
                     Stats::incr(&self.stats.n_rx);
                     self.stats.drop_frame(used);
                     rb.consume(used);
