@@ -39,7 +39,15 @@ pub struct Settings {
     pub flush_period: Option<Duration>,
     /// Default timeout of `request()`; `None` waits until the connection ends.
     pub request_timeout: Option<Duration>,
+    /// Most live streams the peer may have opened at once; a STREAM-START
+    /// beyond it is answered with FINISH and dropped.
+    pub max_streams: usize,
 }
+
+/// The largest opaque range a peer with default settings uses (ours are
+/// 10,000 opaques; the Go reference's 1000..5000 is 4,001): no such peer
+/// can be refused a stream, while a hostile one is held to a bounded table.
+pub const DEFAULT_MAX_STREAMS: usize = 10_000;
 
 impl Settings {
     pub fn defaults(role: Role) -> Self {
@@ -58,6 +66,7 @@ impl Settings {
             max_pending: 1024 * 1024,
             flush_period: Some(Duration::from_millis(5)),
             request_timeout: Some(Duration::from_secs(30)),
+            max_streams: DEFAULT_MAX_STREAMS,
         }
     }
 
@@ -95,6 +104,9 @@ impl Settings {
         if self.flush_period.is_some_and(|p| p.is_zero()) {
             return bad("flush.period must be positive or None".into());
         }
+        if self.max_streams == 0 {
+            return bad("streams.max must be at least 1".into());
+        }
         Ok(())
     }
 
@@ -131,6 +143,9 @@ mod tests {
         assert!(s.validate().is_err());
         let mut s = Settings::defaults(Role::Dialer);
         s.opaque_start = 100;
+        assert!(s.validate().is_err());
+        let mut s = Settings::defaults(Role::Dialer);
+        s.max_streams = 0;
         assert!(s.validate().is_err());
         let mut s = Settings::defaults(Role::Dialer);
         assert!(s.set_tags("zstd").is_err());

@@ -1,20 +1,24 @@
-"""Limits against a hostile peer: how many log lines its bad frames may cost.
-A raw peer (tests/wire.py) plays the hostile side against a real transport."""
+"""Limits against a hostile peer: how many streams it may keep open, and how
+many log lines its bad frames may cost. A raw peer (tests/wire.py) plays
+the hostile side against a real transport."""
 
 from __future__ import annotations
 
 import logging
 import re
+import socket
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 import gofast
 import wire
-from conftest import Collector
-from wire import encode_finish, encode_frame
+from conftest import Collector, make_pair, wait_until
+from wire import FINISH, REQUEST, STREAM_START, encode_finish, encode_frame
 
+STREAM_ID = 102
 POST_ID = 100
 TIMEOUT = 10.0
 
@@ -48,6 +52,114 @@ def gofast_log() -> Iterator[Records]:
     finally:
         logger.removeHandler(handler)
         logger.setLevel(old)
+
+
+# ---------------------------------------------------------------------------
+# Settings
+
+
+def test_defaults_and_validation() -> None:
+    for dialed in (True, False):
+        d = gofast.default_settings(dialed)
+        assert d["streams.max"] == 10_000
+    with socket.create_server(("127.0.0.1", 0)) as lis:
+        addr = lis.getsockname()[:2]
+        for bad in ({"streams.max": 0}, {"streams.max": -1}):
+            with pytest.raises(gofast.SettingsError):
+                gofast.Transport.connect(addr, settings=bad)
+    settings = {"streams.max": 7}
+    with wire.raw_server(settings, handshake=False) as (_, t):
+        assert {k: t.settings[k] for k in settings} == settings
+
+
+# ---------------------------------------------------------------------------
+# streams.max
+
+
+def test_streams_beyond_the_limit_are_finished_and_not_kept() -> None:
+    """The peer opens limit+N streams and finishes none: the first `limit`
+    reach the handler, the other N are answered with FINISH, dropped and
+    counted, and the table never holds more than `limit`."""
+    limit, extra = 40, 400
+    opened = Collector()
+    callbacks: dict[int, Any] = {}
+
+    def on_stream(stream: Any, msg: gofast.BinMessage) -> Any:
+        opened.append(stream.opaque)
+        callbacks[stream.opaque] = stream
+
+        def callback(m: gofast.BinMessage | None) -> None:
+            if m is None:
+                stream.close()
+
+        return callback
+
+    def setup(t: gofast.Transport) -> None:
+        t.subscribe(STREAM_ID, on_stream)
+
+    with wire.raw_server({"streams.max": limit}, setup=setup, name="victim") as (raw, t):
+        before = dict(t.stats())
+        opaques = [raw.next_opaque() for _ in range(limit + extra)]
+        raw.send(b"".join(encode_frame(STREAM_START, o, STREAM_ID, b"open") for o in opaques))
+        # A ping after them: its echo means every STREAM-START was handled.
+        ping = raw.next_opaque()
+        raw.send_frame(REQUEST, ping, wire.PING_ID, wire.ping_payload("after"))
+        finished, echoed = [], False
+        deadline = time.monotonic() + TIMEOUT
+        while not echoed or len(finished) < extra:
+            f = raw.read_frame(max(0.1, deadline - time.monotonic()))
+            if f.kind == FINISH:
+                finished.append(f.opaque)
+            else:
+                assert (f.kind, f.opaque, f.id) == (REQUEST, ping, wire.PING_ID), f
+                echoed = True
+        assert sorted(opened.snapshot()) == opaques[:limit]
+        assert finished == opaques[limit:]
+        assert t._exchanges_in_use() == (0, limit)
+        after = dict(t.stats())
+        assert after["n_rxstart"] - before["n_rxstart"] == limit + extra
+        assert after["n_mdrops"] - before["n_mdrops"] == extra
+        assert after["n_txfin"] - before["n_txfin"] == extra
+        # A stream that ends makes room for one more.
+        raw.send(encode_finish(opaques[0]))
+        fin = raw.read_frame(TIMEOUT)  # the handler's callback closes our side
+        assert (fin.kind, fin.opaque) == (FINISH, opaques[0])
+        wait_until(lambda: t._exchanges_in_use() == (0, limit - 1), TIMEOUT, "stream to end")
+        late = raw.next_opaque()
+        raw.send_frame(STREAM_START, late, STREAM_ID, b"open")
+        opened.wait_for(limit + 1, TIMEOUT)
+        assert opened.snapshot()[-1] == late
+        assert t._exchanges_in_use() == (0, limit)
+        assert not t.closed
+
+
+def test_a_gofast_peer_refused_a_stream_sees_it_end() -> None:
+    """Two transports: the opener of a stream past the limit gets its end
+    (callback None) instead of a stream that waits forever."""
+    held = Collector()
+
+    def on_stream(stream: Any, msg: gofast.BinMessage) -> Any:
+        held.append(stream)
+        return lambda m: None
+
+    p = make_pair(
+        server_setup=lambda t: t.subscribe(STREAM_ID, on_stream),
+        server_settings={"streams.max": 2},
+    )
+    try:
+        inboxes = [Collector() for _ in range(3)]
+        streams = [
+            p.client.stream(gofast.BinMessage(STREAM_ID, b"%d" % i), box.append)
+            for i, box in enumerate(inboxes)
+        ]
+        assert inboxes[2].wait_for(1, TIMEOUT) == [None]
+        held.wait_for(2, TIMEOUT)
+        assert p.server._exchanges_in_use() == (0, 2)
+        assert inboxes[0].snapshot() == inboxes[1].snapshot() == []
+        for s in streams:
+            s.close()
+    finally:
+        p.close()
 
 
 # ---------------------------------------------------------------------------

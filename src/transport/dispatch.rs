@@ -11,7 +11,7 @@ use super::{Core, Dispatched, Handler, MAX_BODY_FACTOR};
 use crate::builtin::{self, HEARTBEAT_ID, PING_ID, WHOAMI_ID};
 use crate::codec::{decode_body, Kind, Message};
 use crate::errors::Error;
-use crate::exchange::{Origin, OwnedMessage, RequestFrame};
+use crate::exchange::{Accept, Origin, OwnedMessage, RequestFrame};
 use crate::stats::Stats;
 use crate::writer::{Data, Out, Urgency};
 
@@ -227,8 +227,24 @@ impl<H: Handler> Core<H> {
         let Some(msg) = self.message(f, body) else {
             return;
         };
-        if !self.ex.lock().accept_stream(f.opaque) {
-            return self.drop_frame(f, "STREAM-START on an opaque already in use");
+        let max = self.settings.max_streams;
+        let accepted = self.ex.lock().accept_stream(f.opaque, max);
+        match accepted {
+            Accept::Taken => {}
+            Accept::InUse => return self.drop_frame(f, "STREAM-START on an opaque already in use"),
+            Accept::Full => {
+                // Not kept, so a peer cannot grow the table without bound;
+                // the FINISH ends the stream for the opener.
+                self.drop_frame(f, &format!("STREAM-START beyond streams.max ({max})"));
+                if self
+                    .push(Out::Finish { opaque: f.opaque }, Urgency::Flush)
+                    .is_ok()
+                {
+                    Stats::incr(&self.stats.n_tx);
+                    Stats::incr(&self.stats.n_txfin);
+                }
+                return;
+            }
         }
         match self.handler.on_stream_start(self, f.opaque, &msg) {
             Ok(callback) => self.ex.lock().set_callback(f.opaque, callback),
