@@ -1,6 +1,6 @@
-"""Limits against a hostile peer: how many streams it may keep open, and how
-many log lines its bad frames may cost. A raw peer (tests/wire.py) plays
-the hostile side against a real transport."""
+"""Limits against a hostile peer: how many streams it may keep open, how long
+it may stay silent, and how many log lines its bad frames may cost. A raw
+peer (tests/wire.py) plays the hostile side against a real transport."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import re
 import socket
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from wire import FINISH, REQUEST, STREAM_START, encode_finish, encode_frame
 
 STREAM_ID = 102
 POST_ID = 100
+REQ_ID = 101
 TIMEOUT = 10.0
 
 # The log limit (src/log_limit.rs): a burst of lines, then a steady rate.
@@ -62,12 +64,19 @@ def test_defaults_and_validation() -> None:
     for dialed in (True, False):
         d = gofast.default_settings(dialed)
         assert d["streams.max"] == 10_000
+        assert d["idle.timeout"] is None
     with socket.create_server(("127.0.0.1", 0)) as lis:
         addr = lis.getsockname()[:2]
-        for bad in ({"streams.max": 0}, {"streams.max": -1}):
+        for bad in (
+            {"streams.max": 0},
+            {"streams.max": -1},
+            {"idle.timeout": 0},
+            {"idle.timeout": -1.0},
+            {"idle.timeout": 1e9},
+        ):
             with pytest.raises(gofast.SettingsError):
                 gofast.Transport.connect(addr, settings=bad)
-    settings = {"streams.max": 7}
+    settings = {"streams.max": 7, "idle.timeout": 2.5}
     with wire.raw_server(settings, handshake=False) as (_, t):
         assert {k: t.settings[k] for k in settings} == settings
 
@@ -158,6 +167,58 @@ def test_a_gofast_peer_refused_a_stream_sees_it_end() -> None:
         assert inboxes[0].snapshot() == inboxes[1].snapshot() == []
         for s in streams:
             s.close()
+    finally:
+        p.close()
+
+
+# ---------------------------------------------------------------------------
+# idle.timeout
+
+
+def test_a_silent_peer_is_closed_after_the_idle_timeout() -> None:
+    """Handshake, then nothing: the transport closes the connection in about
+    idle.timeout, and says why."""
+    idle = 0.3
+    with wire.raw_server({"idle.timeout": idle}, name="victim") as (raw, t):
+        began = time.monotonic()
+        raw.wait_closed(TIMEOUT)
+        took = time.monotonic() - began
+        wait_until(lambda: t.closed, TIMEOUT, "the transport to close")
+        # The raw peer's last byte came just before `began`.
+        assert idle - 0.05 <= took < idle + 2.0, took
+        with pytest.raises(gofast.ConnectionClosed, match="idle"):
+            t.post(gofast.BinMessage(POST_ID, b"late"))
+
+
+def test_idle_close_fails_a_pending_request_with_the_reason() -> None:
+    """A request is waiting (so the reader polls while the requester may read):
+    the idle close still comes, and the caller's ConnectionClosed says idle."""
+    with ThreadPoolExecutor(1) as pool:
+        with wire.raw_server({"idle.timeout": 0.3}, name="victim") as (raw, t):
+            fut = pool.submit(t.request, gofast.BinMessage(REQ_ID, b"q"), None, TIMEOUT)
+            req = raw.read_frame(TIMEOUT)
+            assert (req.kind, req.id) == (REQUEST, REQ_ID)
+            with pytest.raises(gofast.ConnectionClosed, match="idle"):
+                fut.result(TIMEOUT)
+            raw.wait_closed(TIMEOUT)
+
+
+def test_heartbeats_keep_an_idle_connection_open() -> None:
+    """A peer that sends heartbeats more often than idle.timeout stays
+    connected well past it; once they stop, the connection closes."""
+    idle = 0.3
+    p = make_pair(server_settings={"idle.timeout": idle})
+    try:
+        p.client.send_heartbeat(0.05)
+        began = time.monotonic()
+        # Beats arriving for 4 timeouts' worth of time, the server open throughout.
+        wait_until(
+            lambda: p.server.closed or time.monotonic() - began > 4 * idle, TIMEOUT, "4 timeouts"
+        )
+        assert not p.server.closed
+        assert p.server.stats()["n_rxbeats"] >= 4
+        p.client.send_heartbeat(None)
+        wait_until(lambda: p.server.closed, TIMEOUT, "the idle close")
     finally:
         p.close()
 

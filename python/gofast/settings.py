@@ -22,6 +22,9 @@ key                       default                meaning
 ``streams.max``           10000                  most live streams the peer may have opened;
                                                  a STREAM-START past it is answered with
                                                  FINISH and counted as a drop
+``idle.timeout``          None                   seconds without a received byte (heartbeats
+                                                 count) before the connection is closed
+                                                 (None: never)
 ``chansize``              (ignored)              the Go reference's; accepted for porting
 ========================  =====================  ==========================================
 
