@@ -93,6 +93,15 @@ pub enum RequestFrame {
     Misdirected,
 }
 
+/// What became of a STREAM-START.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Accept {
+    Taken,
+    InUse,
+    /// The peer has as many streams open as it may: not kept.
+    Full,
+}
+
 /// What happened to a stream when a FINISH arrived or we closed our side.
 pub struct Closing<C> {
     pub callback: Option<C>,
@@ -205,14 +214,18 @@ impl<C: Clone> Exchanges<C> {
         Ok(opaque)
     }
 
-    /// Registers a stream the peer opened. False if the opaque is already in
-    /// use on either side (a protocol violation: the frame is dropped).
-    pub fn accept_stream(&mut self, opaque: u64) -> bool {
+    /// Registers a stream the peer opened, unless the opaque is already in
+    /// use on either side (a protocol violation: the frame is dropped) or
+    /// the peer has `max` streams open already.
+    pub fn accept_stream(&mut self, opaque: u64, max: usize) -> Accept {
         if self.closed.is_some()
             || self.local.contains_key(&opaque)
             || self.remote.contains_key(&opaque)
         {
-            return false;
+            return Accept::InUse;
+        }
+        if self.remote.len() >= max {
+            return Accept::Full;
         }
         let state = StreamState {
             callback: None,
@@ -220,7 +233,7 @@ impl<C: Clone> Exchanges<C> {
             rx_closed: false,
         };
         self.remote.insert(opaque, state);
-        true
+        Accept::Taken
     }
 
     pub fn set_callback(&mut self, opaque: u64, callback: Option<C>) {
@@ -378,7 +391,8 @@ mod tests {
         ex.expire(o);
         assert!(matches!(ex.classify_request(o), RequestFrame::LateResponse));
         assert_eq!(ex.local_in_use(), 0);
-        assert!(matches!(ex.classify_request(o), RequestFrame::NotOurs));
+        // Another on the same opaque answers nothing: never the peer's REQUEST.
+        assert!(matches!(ex.classify_request(o), RequestFrame::Stray));
     }
 
     #[test]
@@ -420,11 +434,29 @@ mod tests {
     }
 
     #[test]
+    fn the_peer_opens_at_most_max_streams_and_a_finished_one_frees_room() {
+        let mut ex = table();
+        assert_eq!(ex.accept_stream(5000, 2), Accept::Taken);
+        assert_eq!(ex.accept_stream(5000, 2), Accept::InUse);
+        assert_eq!(ex.accept_stream(5001, 2), Accept::Taken);
+        assert_eq!(ex.accept_stream(5002, 2), Accept::Full);
+        assert_eq!(
+            ex.accept_stream(5001, 2),
+            Accept::InUse,
+            "in use beats full"
+        );
+        assert_eq!(ex.remote_streams(), 2);
+        assert!(ex.remote_finished(5000, Origin::Remote).is_some());
+        assert!(ex.local_finished(5000, Origin::Remote).is_some());
+        assert_eq!(ex.accept_stream(5002, 2), Accept::Taken);
+    }
+
+    #[test]
     fn close_all_fails_requests_and_ends_open_streams() {
         let mut ex = table();
         let (_, slot) = ex.begin_request().unwrap();
         ex.open_stream(Some(1)).unwrap();
-        assert!(ex.accept_stream(5000));
+        assert_eq!(ex.accept_stream(5000, 10), Accept::Taken);
         ex.set_callback(5000, Some(2));
         let mut ended = ex.close_all("bye", None);
         ended.sort();

@@ -7,6 +7,7 @@
 //! * `writer`    — the batching writer and its thread.
 //! * `transport` — one connection: reader thread, handshake, exchanges.
 //! * `builtin`   — whoami, ping and heartbeat payloads.
+//! * `log_limit` — the rate limit on warnings about what a peer sends.
 //! * `settings`, `stats`, `errors` — what their names say.
 //! * `python`    — the pyo3 bindings (`gofast._native`).
 
@@ -14,6 +15,7 @@ pub mod builtin;
 pub mod codec;
 pub mod errors;
 pub mod exchange;
+pub mod log_limit;
 pub mod opaque;
 pub mod readbuf;
 pub mod settings;

@@ -39,7 +39,21 @@ pub struct Settings {
     pub flush_period: Option<Duration>,
     /// Default timeout of `request()`; `None` waits until the connection ends.
     pub request_timeout: Option<Duration>,
+    /// Most live streams the peer may have opened at once; a STREAM-START
+    /// beyond it is answered with FINISH and dropped.
+    pub max_streams: usize,
+    /// Closes the connection after this long without a received byte;
+    /// `None` = never.
+    pub idle_timeout: Option<Duration>,
 }
+
+/// The largest opaque range a peer with default settings uses (ours are
+/// 10,000 opaques; the Go reference's 1000..5000 is 4,001): no such peer
+/// can be refused a stream, while a hostile one is held to a bounded table.
+pub const DEFAULT_MAX_STREAMS: usize = 10_000;
+
+/// The longest `idle.timeout`: poll()'s limit, i32::MAX milliseconds.
+pub const MAX_IDLE_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
 
 impl Settings {
     pub fn defaults(role: Role) -> Self {
@@ -58,6 +72,8 @@ impl Settings {
             max_pending: 1024 * 1024,
             flush_period: Some(Duration::from_millis(5)),
             request_timeout: Some(Duration::from_secs(30)),
+            max_streams: DEFAULT_MAX_STREAMS,
+            idle_timeout: None,
         }
     }
 
@@ -97,6 +113,19 @@ impl Settings {
         }
         if self.request_timeout.is_some_and(|p| p.is_zero()) {
             return bad("request.timeout must be positive or None".into());
+        }
+        if self.max_streams == 0 {
+            return bad("streams.max must be at least 1".into());
+        }
+        // poll() takes whole milliseconds in an i32: 1 ms .. 24 days.
+        if self
+            .idle_timeout
+            .is_some_and(|t| t < Duration::from_millis(1) || t > MAX_IDLE_TIMEOUT)
+        {
+            return bad(format!(
+                "idle.timeout must be within 0.001..{} s, or None",
+                MAX_IDLE_TIMEOUT.as_secs()
+            ));
         }
         Ok(())
     }
@@ -146,6 +175,18 @@ mod tests {
         let mut s = Settings::defaults(Role::Dialer);
         s.opaque_start = 100;
         assert!(s.validate().is_err());
+        let mut s = Settings::defaults(Role::Dialer);
+        s.max_streams = 0;
+        assert!(s.validate().is_err());
+        let mut s = Settings::defaults(Role::Dialer);
+        s.idle_timeout = Some(Duration::ZERO);
+        assert!(s.validate().is_err());
+        s.idle_timeout = Some(MAX_IDLE_TIMEOUT + Duration::from_millis(1));
+        assert!(s.validate().is_err());
+        for ok in [Duration::from_millis(1), MAX_IDLE_TIMEOUT] {
+            s.idle_timeout = Some(ok);
+            s.validate().unwrap();
+        }
         let mut s = Settings::defaults(Role::Dialer);
         assert!(s.set_tags("zstd").is_err());
         assert!(s.set_tags("gzip,gzip").is_err());

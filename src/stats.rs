@@ -47,6 +47,8 @@ counters!(
     // Beyond the reference: failures it cannot see.
     n_handler_errors,
     n_timeouts,
+    // Warnings about the peer's frames left out by the log rate limit.
+    n_log_suppressed,
 );
 
 impl Stats {
@@ -116,6 +118,6 @@ mod tests {
         assert_eq!(get("agg-test-a"), 5);
         drop(b);
         assert_eq!(get("agg-test-a"), 2);
-        assert_eq!(Stats::NAMES.len(), 22);
+        assert_eq!(Stats::NAMES.len(), 23);
     }
 }

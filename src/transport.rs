@@ -43,6 +43,7 @@ use crate::codec::compress::Encoding;
 use crate::codec::{Kind, Message};
 use crate::errors::{Error, ProtocolError, Result};
 use crate::exchange::{Exchanges, Origin, OwnedMessage, Slot};
+use crate::log_limit::LogLimit;
 use crate::opaque::OpaquePool;
 use crate::readbuf::ReadBuf;
 use crate::settings::Settings;
@@ -146,6 +147,8 @@ pub struct Core<H: Handler> {
     /// The receive buffer and the socket to read, held by whoever reads:
     /// the reader thread, or a requester taking its own RESPONSE (`receive`).
     read: Mutex<ReadSide>,
+    /// Rate of warnings about the peer's frames (`dispatch::warn_peer`).
+    log_limit: LogLimit,
 }
 
 struct ReadSide {
@@ -262,6 +265,7 @@ impl<H: Handler> Core<H> {
                 buf: ReadBuf::new(buffersize, max_frame),
                 sock: Some(sock),
             }),
+            log_limit: LogLimit::default(),
         });
         stats::register(name, &core.stats);
         {

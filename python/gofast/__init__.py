@@ -60,7 +60,8 @@ __all__ = [
 ]
 
 STAT_NAMES: tuple[str, ...] = tuple(_native.STAT_NAMES)
-"""Counter names, as in the Go reference (plus n_handler_errors, n_timeouts)."""
+"""Counter names, as in the Go reference (plus n_handler_errors, n_timeouts,
+n_log_suppressed)."""
 
 
 def stats(name: str | None = None) -> dict[str, Any]:

@@ -19,12 +19,24 @@ key                       default                meaning
                                                  only batchsize or flush=True send it)
 ``request.timeout``       30.0                   default request timeout in seconds
                                                  (None: until the connection ends)
+``streams.max``           10000                  most live streams the peer may have opened;
+                                                 a STREAM-START past it is answered with
+                                                 FINISH and counted as a drop
+``idle.timeout``          None                   seconds without a received byte (heartbeats
+                                                 count) before the connection is closed
+                                                 (None: never)
 ``chansize``              (ignored)              the Go reference's; accepted for porting
 ========================  =====================  ==========================================
 
 The default opaque ranges of a dialing and an accepting side do not overlap
 each other, nor the Go reference's default 1000..5000, so any two peers with
 default settings can talk. Give a Go peer a range outside ours.
+
+``streams.max`` is the largest range a default peer of this package uses, so
+no such peer is ever refused; a hostile peer is held to that many streams.
+Warnings about a peer's bad or dropped frames are limited to a burst of 20,
+then 5 a second, per transport; the rest are counted in ``n_log_suppressed``
+and the next line logged says how many were left out.
 """
 
 from __future__ import annotations

@@ -44,6 +44,8 @@ pub fn to_dict<'py>(py: Python<'py>, s: &Settings) -> PyResult<Bound<'py, PyDict
     d.set_item("pending.max", s.max_pending)?;
     d.set_item("flush.period", seconds(s.flush_period))?;
     d.set_item("request.timeout", seconds(s.request_timeout))?;
+    d.set_item("streams.max", s.max_streams)?;
+    d.set_item("idle.timeout", seconds(s.idle_timeout))?;
     Ok(d)
 }
 
@@ -85,6 +87,8 @@ fn apply(s: &mut Settings, key: &str, v: &Bound<'_, PyAny>) -> PyResult<()> {
         "pending.max" => s.max_pending = int(key, v)?,
         "flush.period" => s.flush_period = opt_duration(v)?,
         "request.timeout" => s.request_timeout = opt_duration(v)?,
+        "streams.max" => s.max_streams = int(key, v)?,
+        "idle.timeout" => s.idle_timeout = opt_duration(v)?,
         // The reference's channel size has no meaning here; accepted so that
         // settings written for the Go transport carry over unchanged.
         "chansize" => {}

@@ -11,7 +11,7 @@ use super::{Core, Dispatched, Handler, MAX_BODY_FACTOR};
 use crate::builtin::{self, HEARTBEAT_ID, PING_ID, WHOAMI_ID};
 use crate::codec::{decode_body, Kind, Message};
 use crate::errors::Error;
-use crate::exchange::{Origin, OwnedMessage, RequestFrame};
+use crate::exchange::{Accept, Origin, OwnedMessage, RequestFrame};
 use crate::stats::Stats;
 use crate::writer::{Data, Out, Urgency};
 
@@ -70,12 +70,25 @@ impl<H: Handler> Core<H> {
     /// Logs a drop already counted. Logging takes the GIL: callers hold no
     /// lock but the reader's `read` (see the lock rules in transport.rs).
     pub(super) fn log_drop(&self, f: &FrameRef, why: &str) {
-        log::warn!(
-            "gofast[{}]: dropped {:?} frame, opaque {}: {why}",
-            self.name,
-            f.kind,
-            f.opaque
-        );
+        self.warn_peer(format_args!(
+            "dropped {:?} frame, opaque {}: {why}",
+            f.kind, f.opaque
+        ));
+    }
+
+    /// A warning about what the peer sent, within the transport's rate
+    /// limit (a flood of bad frames must not flood the log); the lines left
+    /// out are counted, and the next line logged says how many. Callers may
+    /// hold the `read` lock: the limiter takes none.
+    pub(super) fn warn_peer(&self, what: std::fmt::Arguments<'_>) {
+        match self.log_limit.admit() {
+            Some(0) => log::warn!("gofast[{}]: {what}", self.name),
+            Some(n) => log::warn!(
+                "gofast[{}]: {what} ({n} more such warnings were left out before this one)",
+                self.name
+            ),
+            None => Stats::incr(&self.stats.n_log_suppressed),
+        }
     }
 
     /// `posts`: batched POSTs not yet delivered; anything else goes after them.
@@ -239,8 +252,24 @@ impl<H: Handler> Core<H> {
         let Some(msg) = self.message(f, body) else {
             return;
         };
-        if !self.ex.lock().accept_stream(f.opaque) {
-            return self.drop_frame(f, "STREAM-START on an opaque already in use");
+        let max = self.settings.max_streams;
+        let accepted = self.ex.lock().accept_stream(f.opaque, max);
+        match accepted {
+            Accept::Taken => {}
+            Accept::InUse => return self.drop_frame(f, "STREAM-START on an opaque already in use"),
+            Accept::Full => {
+                // Not kept, so a peer cannot grow the table without bound;
+                // the FINISH ends the stream for the opener.
+                self.drop_frame(f, &format!("STREAM-START beyond streams.max ({max})"));
+                if self
+                    .push(Out::Finish { opaque: f.opaque }, Urgency::Flush)
+                    .is_ok()
+                {
+                    Stats::incr(&self.stats.n_tx);
+                    Stats::incr(&self.stats.n_txfin);
+                }
+                return;
+            }
         }
         match self.handler.on_stream_start(self, f.opaque, &msg) {
             Ok(callback) => self.ex.lock().set_callback(f.opaque, callback),

@@ -28,6 +28,13 @@ use crate::writer::Outbox;
 /// (many spinning threads would starve the reader).
 const SPIN: Duration = Duration::from_micros(50);
 
+/// How the read loop ended without an error.
+enum End {
+    PeerClosed,
+    /// Nothing arrived for `idle.timeout`.
+    Idle(Duration),
+}
+
 impl<H: Handler> Core<H> {
     pub(super) fn run_reader(self: Arc<Self>) {
         Outbox::mark_reader_thread();
@@ -47,7 +54,15 @@ impl<H: Handler> Core<H> {
         let reason = match ended {
             // This side's close() shut the socket: its reason stands.
             _ if self.is_closed() => self.close_reason(),
-            Ok(()) => "peer closed the connection".to_string(),
+            Ok(End::PeerClosed) => "peer closed the connection".to_string(),
+            Ok(End::Idle(t)) => {
+                let why = format!(
+                    "idle: no byte from the peer in {} s (idle.timeout)",
+                    t.as_secs_f64()
+                );
+                log::info!("gofast[{}]: connection ends: {why}", self.name);
+                why
+            }
             Err(e) => {
                 log::warn!("gofast[{}]: connection ends: {e}", self.name);
                 e.to_string()
@@ -56,16 +71,23 @@ impl<H: Handler> Core<H> {
         self.finish_close(&reason, broken.as_ref());
     }
 
-    fn read_loop(self: &Arc<Self>) -> Result<()> {
+    fn read_loop(self: &Arc<Self>) -> Result<End> {
         let decoder = FrameDecoder::new(self.settings.max_frame);
         // Ours for the thread's life: the fd stays open while we read it.
         let Some(sock) = self.read.lock().sock.clone() else {
-            return Ok(());
+            return Ok(End::PeerClosed);
         };
         let fd = sock.as_raw_fd();
+        // The idle timeout costs nothing per read: blocking recv() times out
+        // by SO_RCVTIMEO, set once, and poll() takes it as its timeout.
+        let idle = self.settings.idle_timeout;
+        if idle.is_some() {
+            sock.set_read_timeout(idle)?;
+        }
+        let poll_ms = poll_timeout(idle);
         let mut frames: Vec<FrameRef> = Vec::new();
         let mut requests_seen = u64::MAX;
-        let mut idle = IdleSpin::default();
+        let mut spin = IdleSpin::default();
         let mut peer_requests_seen = 0;
         loop {
             // While this side has requests going, wait in poll() and leave
@@ -76,7 +98,16 @@ impl<H: Handler> Core<H> {
                 requests != requests_seen || self.waiters.load(Ordering::Acquire) > 0;
             requests_seen = requests;
             if requesters_read {
-                wait_readable(fd)?;
+                // Requesters may take bytes off the socket meanwhile: only a
+                // wait through which none arrived (n_rxbyte) is idle.
+                let seen = self.stats.n_rxbyte.load(Ordering::Relaxed);
+                if !wait_readable(fd, poll_ms)?
+                    && self.stats.n_rxbyte.load(Ordering::Relaxed) == seen
+                {
+                    if let Some(t) = idle {
+                        return Ok(End::Idle(t));
+                    }
+                }
             }
             let mut side = self.read.lock();
             let rb = &mut side.buf;
@@ -92,10 +123,16 @@ impl<H: Handler> Core<H> {
                 let peer_requests = self.stats.n_rxreq.load(Ordering::Relaxed);
                 let answering = peer_requests != peer_requests_seen;
                 peer_requests_seen = peer_requests;
-                if answering {
-                    read_or_sleep(rb, fd, &mut idle)?
+                let read = if answering {
+                    read_or_sleep(rb, fd, &mut spin)
                 } else {
-                    rb.fill(fd)?
+                    rb.fill(fd)
+                };
+                // The reader holds `read` here, so no requester took bytes:
+                // a timed-out recv() means none came for the whole timeout.
+                match (read, idle) {
+                    (Err(e), Some(t)) if is_timeout(&e) => return Ok(End::Idle(t)),
+                    (r, _) => r?,
                 }
             };
             if n == 0 {
@@ -104,7 +141,7 @@ impl<H: Handler> Core<H> {
                     self.stats.drop_frame(partial);
                     return Err(ProtocolError::Truncated(partial).into());
                 }
-                return Ok(());
+                return Ok(End::PeerClosed);
             }
             Stats::add(&self.stats.n_rxbyte, n as u64);
             self.decode_and_process(&decoder, rb, &mut frames)?;
@@ -134,10 +171,7 @@ impl<H: Handler> Core<H> {
                     rb.consume(used);
                 }
                 Ok(Some((Decoded::Dropped(e), used))) => {
-                    log::warn!(
-                        "gofast[{}]: dropped a frame of {used} bytes: {e}",
-                        self.name
-                    );
+                    self.warn_peer(format_args!("dropped a frame of {used} bytes: {e}"));
                     Stats::incr(&self.stats.n_rx);
                     self.stats.drop_frame(used);
                     rb.consume(used);
@@ -267,8 +301,27 @@ fn read_or_sleep(rb: &mut ReadBuf, fd: RawFd, idle: &mut IdleSpin) -> std::io::R
     Ok(n)
 }
 
-/// Blocks until the socket has something to read, or has ended.
-fn wait_readable(fd: RawFd) -> std::io::Result<()> {
+/// A blocking recv() that ended by SO_RCVTIMEO.
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
+}
+
+/// poll()'s timeout for `idle.timeout`: whole milliseconds, rounded up so
+/// it never ends before the timeout; -1 (none) when it is off. Settings
+/// keep it within an i32.
+fn poll_timeout(idle: Option<Duration>) -> libc::c_int {
+    idle.map_or(-1, |t| {
+        let ms = t.as_nanos().div_ceil(1_000_000);
+        libc::c_int::try_from(ms).unwrap_or(libc::c_int::MAX)
+    })
+}
+
+/// Blocks until the socket has something to read, or has ended (true), or
+/// for `timeout_ms` (false; -1 waits as long as it takes).
+fn wait_readable(fd: RawFd, timeout_ms: libc::c_int) -> std::io::Result<bool> {
     let mut pfd = libc::pollfd {
         fd,
         events: libc::POLLIN,
@@ -276,8 +329,9 @@ fn wait_readable(fd: RawFd) -> std::io::Result<()> {
     };
     loop {
         // SAFETY: one valid pollfd owned by this frame.
-        if unsafe { libc::poll(&mut pfd, 1, -1) } >= 0 {
-            return Ok(());
+        let n = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+        if n >= 0 {
+            return Ok(n > 0);
         }
         let err = std::io::Error::last_os_error();
         if err.kind() != std::io::ErrorKind::Interrupted {
