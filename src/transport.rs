@@ -299,7 +299,7 @@ impl<H: Handler> Core<H> {
     /// Whether the reader runs (from `handshake()` on), so a RESPONSE can
     /// arrive.
     pub fn is_receiving(&self) -> bool {
-        self.hs.lock().started
+        self.reader_id.get().is_some() // no lock: this is on every request
     }
 
     pub fn local_addr(&self) -> Option<SocketAddr> {
