@@ -363,6 +363,9 @@ impl<C: Clone> Exchanges<C> {
                 ending.extend(s.callback);
             }
         }
+        // A closed table keeps nothing: not even the room it once needed.
+        self.local = HashMap::new();
+        self.remote = HashMap::new();
         ending
     }
 
