@@ -16,6 +16,7 @@ use pyo3::types::PyDict;
 
 use crate::errors::Result;
 use crate::transport::{Core, WAKE_EVERY};
+use crate::writer::Data;
 use handler::PyHandler;
 
 /// Runs `push` until the frame is queued, waiting for room without the GIL
@@ -41,6 +42,20 @@ fn send_or_wait(
         py.detach(|| core.wait_room(until));
         py.check_signals()?;
     }
+}
+
+/// Queues one message with `push(id, data)`, waiting for room as
+/// `send_or_wait` does, for at most `timeout` seconds (None: no limit).
+fn send_message(
+    py: Python<'_>,
+    core: &Arc<Core<PyHandler>>,
+    msg: &Bound<'_, PyAny>,
+    timeout: Option<f64>,
+    mut push: impl FnMut(u64, Data<'_>) -> Result<bool>,
+) -> PyResult<()> {
+    let (id, data) = message::message_parts(msg)?;
+    let data = message::lendable(&data);
+    send_or_wait(py, core, deadline_after(timeout)?, || push(id, data))
 }
 
 /// A deadline `timeout` seconds from now; `None` waits for ever.

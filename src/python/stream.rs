@@ -11,7 +11,7 @@ use super::errors::{ConnectionClosed, Timeout, UsageError};
 use super::handler::PyHandler;
 use super::message::{lendable, message_parts};
 use super::transport::owned;
-use super::{deadline_after, send_or_wait};
+use super::{send_message, send_or_wait};
 use crate::exchange::Origin;
 use crate::transport::Core;
 
@@ -154,9 +154,7 @@ impl PyStream {
     ) -> PyResult<()> {
         let origin = self.origin("send")?;
         let core = self.core()?;
-        let (id, data) = message_parts(msg)?;
-        let data = lendable(&data);
-        send_or_wait(py, core, deadline_after(timeout)?, || {
+        send_message(py, core, msg, timeout, |id, data| {
             core.stream_send(self.opaque, origin, id, data, flush)
         })
     }

@@ -16,7 +16,7 @@ use super::handler::PyHandler;
 use super::message::{lendable, message_parts, BinMessage};
 use super::settings;
 use super::stream::{PyStream, StreamSink};
-use super::{deadline_after, detach_checked, send_or_wait};
+use super::{deadline_after, detach_checked, send_message, send_or_wait};
 use crate::builtin::{self, Whoami, PING_ID, WHOAMI_ID};
 use crate::errors::Error;
 use crate::exchange::{Origin, OwnedMessage};
@@ -271,9 +271,7 @@ impl PyTransport {
         timeout: Option<f64>,
     ) -> PyResult<()> {
         let core = self.core()?;
-        let (id, data) = message_parts(msg)?;
-        let data = lendable(&data);
-        send_or_wait(py, core, deadline_after(timeout)?, || {
+        send_message(py, core, msg, timeout, |id, data| {
             core.post(id, data, flush)
         })
     }
