@@ -46,10 +46,11 @@ def frame_body(frame: bytes) -> bytes:
     return frame[at : at + length]
 
 
-def body_seed(kind: int, body: bytes) -> bytes:
-    # kind (and round-trip encodings), opaque choice 1000, max_frame extra
-    # 0xffff (room for the 70000-byte vectors), one read of everything.
-    return bytes([kind, 0x01, 0xFF, 0xFF, 0x00]) + body
+def body_seed(kind: int, body: bytes, prewrap: int = 0) -> bytes:
+    # kind (and round-trip encodings), opaque choice 1000 and pre-wrap
+    # encodings, max_frame extra 0xffff (room for the 70000-byte vectors),
+    # one read of everything.
+    return bytes([kind, 0x01 | prewrap << 3, 0xFF, 0xFF, 0x00]) + body
 
 
 def main() -> None:
@@ -60,7 +61,11 @@ def main() -> None:
         frame = bytes.fromhex(v["frame_hex"])
         seeds["frame_decoder"].append(frame_seed(READS[i % 3], frame))
         if v["kind"] != "finish":
-            seeds["body_decoder"].append(body_seed(i % 20, frame_body(frame)))
+            body = frame_body(frame)
+            seeds["body_decoder"].append(body_seed(i % 20, body))
+            if not v.get("tags"):
+                # Also inside layers of our own gzip/lzw (1..4: see STACKS).
+                seeds["body_decoder"].append(body_seed(i % 20, body, i % 4 + 1))
     # Each side's writes in a conversation, as one stream.
     for path in sorted(glob.glob(os.path.join(vectors, "conversation-*.json"))):
         events = json.load(open(path))["events"]

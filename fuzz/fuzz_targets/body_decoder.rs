@@ -12,8 +12,11 @@
 //! through our own encoder, plain and compressed.
 //!
 //! Input: 1 byte kind (bits 0-1) and round-trip encodings (bits 2-7, mod 5),
-//! 1 byte opaque choice, 2 bytes extra max_frame (LE), 1 byte read length
-//! (0 = whole frame at once), then the body.
+//! 1 byte opaque choice (bits 0-2, mod 5) and pre-wrap encodings (bits 3-7,
+//! mod 5), 2 bytes extra max_frame (LE), 1 byte read length (0 = whole frame
+//! at once), then the body. Pre-wrap compresses the fuzzer's body with our
+//! encoder first, so that arbitrary bytes also reach the body parser from
+//! inside valid gzip/lzw layers (mutated compressed data rarely stays valid).
 #![no_main]
 
 use gofast::codec::body::MAX_WRAPS;
@@ -46,7 +49,12 @@ fuzz_target!(|data: &[u8]| {
     };
     let kind = KINDS[usize::from(head[0] & 3)];
     let stack = STACKS[usize::from(head[0] >> 2) % STACKS.len()];
-    let opaque = OPAQUES[usize::from(head[1]) % OPAQUES.len()];
+    let opaque = OPAQUES[usize::from(head[1] & 7) % OPAQUES.len()];
+    let mut wrapped = body.to_vec();
+    for &encoding in STACKS[usize::from(head[1] >> 3) % STACKS.len()] {
+        wrapped = compress_layer(encoding, &wrapped);
+    }
+    let body = wrapped.as_slice();
 
     let frame = wrap_in_frame(kind, opaque, body);
     let max_frame = frame.len() + usize::from(u16::from_le_bytes([head[2], head[3]]));
@@ -133,6 +141,17 @@ fn wrap_in_frame(kind: Kind, opaque: u64, body: &[u8]) -> Vec<u8> {
     write_head(&mut frame, MAJOR_BYTES, packet.len() as u64);
     frame.extend_from_slice(&packet);
     frame
+}
+
+/// `tag(encoding) bstr(compress(inner))`.
+fn compress_layer(encoding: Encoding, inner: &[u8]) -> Vec<u8> {
+    let mut packed = Vec::new();
+    encoding.compress(inner, &mut packed);
+    let mut out = Vec::with_capacity(packed.len() + 16);
+    write_head(&mut out, MAJOR_TAG, encoding.tag());
+    write_head(&mut out, MAJOR_BYTES, packed.len() as u64);
+    out.extend_from_slice(&packed);
+    out
 }
 
 /// `tag(46|47) bstr(content)` filling all of `buf`: a layer to peel.
