@@ -13,6 +13,8 @@ pub mod body;
 pub mod cbor;
 pub mod compress;
 pub mod frame;
+#[cfg(test)]
+mod props;
 
 pub use body::{decode_body, Message};
 pub use compress::Encoding;
