@@ -481,8 +481,17 @@ fn unlzw(input: &[u8], max_out: usize) -> Result<Vec<u8>, ProtocolError> {
     Ok(out)
 }
 
+/// The longest string one LZW code stands for (12-bit codes).
+const MAX_LZW_STRING: usize = 4096;
+
 /// Feeds `input` to the LZW decoder until its EOF code or until the input
 /// runs out, appending to `out` and failing past `max_out`.
+///
+/// weezl writes a code's string whole or not at all: with less room than
+/// the next string it makes no progress, which would look like the end of
+/// the stream and cut the output at the bound. So a stalled decode is
+/// retried into a scratch buffer that holds any string: whatever it
+/// produces lies past `max_out`.
 fn unlzw_bounded(
     decoder: &mut weezl::decode::Decoder,
     input: &[u8],
@@ -491,22 +500,29 @@ fn unlzw_bounded(
 ) -> Result<(), ProtocolError> {
     let mut rest = input;
     loop {
-        let result = if out.len() < max_out {
+        let mut result = None;
+        if out.len() < max_out {
             // weezl writes into initialised bytes: expose the spare capacity
             // (bounded by max_out, see `grow`) and cut back to what it wrote.
             grow(out, max_out);
             let len = out.len();
             out.resize(out.capacity().min(max_out), 0);
-            let result = decoder.decode_bytes(rest, out.get_mut(len..).unwrap_or_default());
-            out.truncate(len + result.consumed_out);
-            result
-        } else {
-            // Full: any further byte is one too many.
-            let result = decoder.decode_bytes(rest, &mut [0u8; 1]);
-            if result.consumed_out > 0 {
-                return Err(ProtocolError::DecompressedTooLarge(max_out));
+            let r = decoder.decode_bytes(rest, out.get_mut(len..).unwrap_or_default());
+            out.truncate(len + r.consumed_out);
+            result = Some(r);
+        }
+        let stalled = result.as_ref().map_or(true, |r| {
+            matches!(r.status, Ok(LzwStatus::Ok)) && r.consumed_in == 0 && r.consumed_out == 0
+        });
+        let result = match result {
+            Some(r) if !stalled => r,
+            _ => {
+                let aside = decoder.decode_bytes(rest, &mut [0u8; MAX_LZW_STRING]);
+                if aside.consumed_out > 0 {
+                    return Err(ProtocolError::DecompressedTooLarge(max_out));
+                }
+                aside
             }
-            result
         };
         rest = rest.get(result.consumed_in..).unwrap_or_default();
         match result.status {
@@ -516,6 +532,7 @@ fn unlzw_bounded(
             // Input exhausted without an EOF code: accepted, what was
             // decoded so far is the whole stream.
             Ok(LzwStatus::NoProgress) => return Ok(()),
+            // No progress even with room for any string: the input's end.
             Ok(LzwStatus::Ok) if result.consumed_in == 0 && result.consumed_out == 0 => {
                 return Ok(())
             }

@@ -327,13 +327,12 @@ proptest! {
     }
 }
 
-/// Found by fuzz/body_decoder and left to the owners of compress.rs: when
-/// LZW output fills `max_out` exactly at a code boundary, the "is there
-/// more?" probe (a 1-byte buffer) gets nothing from weezl, and the stream is
-/// accepted cut to `max_out` bytes instead of being `DecompressedTooLarge`.
+/// Found by fuzz/body_decoder: when LZW output filled `max_out` exactly at
+/// a code boundary, the "is there more?" probe (a 1-byte buffer) got
+/// nothing from weezl, and the stream was accepted cut to `max_out` bytes
+/// instead of being `DecompressedTooLarge`.
 /// `b"aaaaa"` is codes `a`, `aa`, `aa`: a limit of 3 ends after the second.
 #[test]
-#[ignore = "known bug in compress.rs: LZW output over max_out comes back truncated"]
 fn lzw_over_its_bound_is_too_large() {
     let mut packed = Vec::new();
     Encoding::Lzw.compress(b"aaaaa", &mut packed);
