@@ -15,7 +15,7 @@ SCRIPT = Path(__file__).resolve().parent / "procs" / "sigint_during.py"
 
 
 @pytest.mark.parametrize(
-    "call", ["handshake", "post", "post_many", "stream.send", "request", "recv"]
+    "call", ["handshake", "post", "post_many", "stream.send", "request", "recv", "accept"]
 )
 def test_sigint_interrupts_a_blocked_call(call: str) -> None:
     proc = subprocess.Popen(

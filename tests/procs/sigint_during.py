@@ -118,7 +118,15 @@ def recv() -> None:
                 pass
 
 
+def accept() -> None:
+    with gofast.listen(("127.0.0.1", 0)) as lis:
+        interrupt_when(stuck(lambda: 0))
+        with blocked_call():
+            lis.accept()  # nobody connects
+
+
 CALLS: dict[str, Callable[[], None]] = {
+    "accept": accept,
     "handshake": handshake,
     "post": lambda: flooded(lambda t: t.post(BinMessage(100, b"x" * 4096))),
     "post_many": lambda: flooded(lambda t: t.post_many([BinMessage(100, b"x" * 4096)] * 8)),
