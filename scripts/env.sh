@@ -13,5 +13,10 @@ fi
 python -m pip install -q --disable-pip-version-check --upgrade pip
 python -m pip install -q --disable-pip-version-check \
     "maturin>=1.7,<2" "cbor2>=5.6" "pytest>=8" "pytest-benchmark>=4" "pytest-timeout>=2.3" \
-    "ruff>=0.6" "mypy>=1.11"
+    "ruff>=0.6" "mypy>=1.11" "ziglang>=0.13" "auditwheel>=6"
+# The distribution was called "gofast" before it became gofast-transport: drop
+# an old install, whose files the new one would otherwise share.
+if python -m pip show -q gofast >/dev/null 2>&1; then
+    python -m pip uninstall -q -y gofast
+fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true

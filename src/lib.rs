@@ -26,8 +26,11 @@ pub mod writer;
 #[cfg(feature = "python")]
 mod python;
 
+// gil_used: no free-threaded CPython (3.13t/3.14t) has run the tests yet, so
+// such an interpreter is told to keep the GIL on while this module is loaded
+// (PyO3 0.28 would otherwise declare it safe without one).
 #[cfg(feature = "python")]
-#[pyo3::pymodule]
+#[pyo3::pymodule(gil_used = true)]
 #[pyo3(name = "_native")]
 fn native_module(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
     python::register(m)

@@ -13,6 +13,7 @@ handlers are plain Python callables.
 
 from __future__ import annotations
 
+from importlib.metadata import version as _dist_version
 from typing import Any
 
 from . import _native
@@ -31,6 +32,9 @@ from .message import RESERVED_IDS, CborMessage, Message, MessageType
 from .settings import default_settings
 from .transport import Handler, Listener, Stream, StreamCallback, Transport, Whoami, listen
 from .version import Version64
+
+# One version, Cargo.toml's: maturin writes it into the distribution's metadata.
+__version__: str = _dist_version("gofast-transport")
 
 __all__ = [
     "BinMessage",
