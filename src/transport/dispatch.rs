@@ -10,10 +10,25 @@ use std::time::Instant;
 use super::{Core, Dispatched, Handler, MAX_BODY_FACTOR};
 use crate::builtin::{self, HEARTBEAT_ID, PING_ID, WHOAMI_ID};
 use crate::codec::{decode_body, Kind, Message};
-use crate::errors::Error;
-use crate::exchange::{Accept, Origin, OwnedMessage, RequestFrame};
+use crate::errors::{Error, ProtocolError};
+use crate::exchange::{Accept, Origin, OwnedMessage, RequestFrame, Slot};
 use crate::stats::Stats;
 use crate::writer::{Data, Out, Urgency};
+
+/// An `81` frame that reached no requester intact.
+pub(super) struct Dropped {
+    pub(super) why: String,
+    /// A RESPONSE whose body is broken: its requester fails with this.
+    requester: Option<(Arc<Slot>, ProtocolError)>,
+}
+
+impl Dropped {
+    pub(super) fn tell_requester(self) {
+        if let Some((slot, e)) = self.requester {
+            slot.fill(Err(Error::Protocol(e)));
+        }
+    }
+}
 
 /// A frame delimited in the read buffer.
 pub(super) struct FrameRef {
@@ -146,22 +161,25 @@ impl<H: Handler> Core<H> {
         match class {
             RequestFrame::NotOurs => self.on_peer_request(f, body),
             class => {
-                if let Some(why) = self.deliver_response(f, body, class) {
-                    self.log_drop(f, &why);
+                if let Some(dropped) = self.deliver_response(f, body, class) {
+                    self.log_drop(f, &dropped.why);
+                    dropped.tell_requester();
                 }
             }
         }
     }
 
     /// An `81` frame on one of our own opaques (not a peer's REQUEST).
-    /// Returns why it was dropped (counted, not yet logged: a requester
-    /// calls this holding the read lock, and logs after releasing it).
+    /// Returns what was dropped: counted, but not yet logged, nor told to
+    /// its requester (a requester calls this holding the read lock, and
+    /// logs after releasing it; the requester learns after the log).
     pub(super) fn deliver_response(
         &self,
         f: &FrameRef,
         body: &[u8],
         class: RequestFrame,
-    ) -> Option<String> {
+    ) -> Option<Dropped> {
+        let mut requester = None;
         let why = match class {
             RequestFrame::Response(slot) => {
                 Stats::incr(&self.stats.n_rxresp);
@@ -176,7 +194,7 @@ impl<H: Handler> Core<H> {
                     }
                     Err(e) => {
                         let why = e.to_string();
-                        slot.fill(Err(Error::Protocol(e)));
+                        requester = Some((slot, e));
                         why
                     }
                 }
@@ -194,7 +212,7 @@ impl<H: Handler> Core<H> {
             RequestFrame::NotOurs => "a peer's REQUEST taken for a RESPONSE".to_string(),
         };
         self.stats.drop_frame(f.len);
-        Some(why)
+        Some(Dropped { why, requester })
     }
 
     fn on_peer_request(self: &Arc<Self>, f: &FrameRef, body: &[u8]) {

@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::dispatch::FrameRef;
+use super::dispatch::{Dropped, FrameRef};
 use super::idle_spin::IdleSpin;
 use super::{Core, Handler};
 use crate::codec::{Decoded, FrameDecoder, Kind};
@@ -208,8 +208,9 @@ impl<H: Handler> Core<H> {
                 }
             }
             // Logged only now that the read lock is released.
-            for (f, why) in &dropped {
-                self.log_drop(f, why);
+            for (f, d) in dropped {
+                self.log_drop(&f, &d.why);
+                d.tell_requester();
             }
             if slot.is_ready() {
                 break;
@@ -227,7 +228,7 @@ impl<H: Handler> Core<H> {
         decoder: &FrameDecoder,
         rb: &mut ReadBuf,
         fd: RawFd,
-        dropped: &mut Vec<(FrameRef, String)>,
+        dropped: &mut Vec<(FrameRef, Dropped)>,
     ) {
         let Ok(peeked) = rb.peek(fd) else {
             return;
@@ -253,8 +254,8 @@ impl<H: Handler> Core<H> {
                 len: used,
             };
             Stats::incr(&self.stats.n_rx);
-            if let Some(why) = self.deliver_response(&frame, &peeked[frame.body.clone()], class) {
-                dropped.push((frame, why));
+            if let Some(d) = self.deliver_response(&frame, &peeked[frame.body.clone()], class) {
+                dropped.push((frame, d));
             }
             taken += used;
         }
