@@ -65,5 +65,6 @@ n_log_suppressed)."""
 
 
 def stats(name: str | None = None) -> dict[str, Any]:
-    """Counters summed over every live transport, or over those named ``name``."""
+    """Counters summed over every live (not yet closed) transport, or over
+    those named ``name``; a closed transport's own ``stats()`` still reads."""
     return _native.stats(name)
