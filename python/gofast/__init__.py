@@ -29,6 +29,7 @@ from .errors import (
 )
 from .message import RESERVED_IDS, CborMessage, Message, MessageType
 from .settings import default_settings
+from .stats_http import StatsServer, serve_stats, transport_names
 from .transport import Handler, Listener, Stream, StreamCallback, Transport, Whoami, listen
 from .version import Version64
 
@@ -48,6 +49,7 @@ __all__ = [
     "SettingsError",
     "Stream",
     "StreamCallback",
+    "StatsServer",
     "StreamClosed",
     "Timeout",
     "Transport",
@@ -56,7 +58,9 @@ __all__ = [
     "Whoami",
     "default_settings",
     "listen",
+    "serve_stats",
     "stats",
+    "transport_names",
 ]
 
 STAT_NAMES: tuple[str, ...] = tuple(_native.STAT_NAMES)
