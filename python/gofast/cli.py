@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import subprocess
@@ -109,8 +110,8 @@ class _Unsupported(Exception):
 
 def _percentile(ordered: Sequence[float], q: float) -> float:
     # Nearest rank on sorted samples: always one of the measured values.
-    rank = max(1, round(q / 100 * len(ordered) + 0.5 - 1e-9))
-    return ordered[min(rank, len(ordered)) - 1]
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
 
 
 def _latency_line(samples: list[float]) -> str:
@@ -221,12 +222,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     http: gofast.StatsServer | None = None
     try:
         listener = gofast.listen(address)
-    except OSError as e:
-        raise _Failed(f"cannot listen on {_show(address)}: {e}") from e
-    try:
-        print(f"gofast serve: listening on {_show(listener.address)}", flush=True)
         if stats_address is not None:
             http = gofast.serve_stats(stats_address)
+    except OSError as e:
+        raise _Failed(f"cannot listen: {e}") from e
+    try:
+        print(f"gofast serve: listening on {_show(listener.address)}", flush=True)
+        if http is not None:
             print(f"gofast serve: stats on {http.url}", flush=True)
         while True:
             transport = listener.accept(name=args.name)

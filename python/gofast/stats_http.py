@@ -23,16 +23,20 @@ drops a transport from its registry on close).
 
 from __future__ import annotations
 
+import functools
 import json
 import socket
 import threading
 import time
+from collections.abc import Callable
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 from . import _native
+
+if TYPE_CHECKING:
+    from http.server import ThreadingHTTPServer
 
 __all__ = ["StatsServer", "serve_stats", "statistics", "transport_names"]
 
@@ -55,67 +59,73 @@ def statistics(name: str | None = None, keys: list[str] | None = None) -> dict[s
     return counters
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server_version = "gofast-stats"
+@functools.cache
+def _server_class() -> Callable[[tuple[str, int], int], ThreadingHTTPServer]:
+    # http.server costs ~25 ms to import: only a process that serves pays it.
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
-        url = urlsplit(self.path)
-        query = parse_qs(url.query)
-        if url.path == "/gofast/transports":
-            self._json(transport_names())
-        elif url.path == "/gofast/statistics":
-            name = query.get("name", [None])[0]
-            keys = [k for k in query.get("keys", [""])[0].strip().split(",") if k]
+    class _Handler(BaseHTTPRequestHandler):
+        server_version = "gofast-stats"
+
+        def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
+            url = urlsplit(self.path)
+            query = parse_qs(url.query)
+            if url.path == "/gofast/transports":
+                self._json(transport_names())
+            elif url.path == "/gofast/statistics":
+                name = query.get("name", [None])[0]
+                keys = [k for k in query.get("keys", [""])[0].strip().split(",") if k]
+                try:
+                    self._json(statistics(name, keys))
+                except KeyError:
+                    # The reference's shape: a 500 whose body is Go's %q of the name.
+                    self._send(
+                        HTTPStatus.INTERNAL_SERVER_ERROR,
+                        f"invalid name {json.dumps(name, ensure_ascii=False)}\n".encode(),
+                        "text/plain; charset=utf-8",
+                    )
+            elif url.path == "/metrics":
+                self._metrics()
+            else:
+                self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8")
+
+        def _metrics(self) -> None:
             try:
-                self._json(statistics(name, keys))
-            except KeyError:
-                # The reference's shape: a 500 whose body is Go's %q of the name.
-                self._send(
-                    HTTPStatus.INTERNAL_SERVER_ERROR,
-                    f"invalid name {json.dumps(name)}\n".encode(),
-                    "text/plain; charset=utf-8",
-                )
-        elif url.path == "/metrics":
-            self._metrics()
-        else:
-            self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8")
+                from prometheus_client import CollectorRegistry, generate_latest
+                from prometheus_client.exposition import CONTENT_TYPE_LATEST
+            except ImportError:
+                body = b"/metrics needs prometheus-client: pip install 'gofast[prometheus]'\n"
+                self._send(HTTPStatus.NOT_IMPLEMENTED, body, "text/plain; charset=utf-8")
+                return
+            from .prometheus import GofastCollector
 
-    def _metrics(self) -> None:
-        try:
-            from prometheus_client import CollectorRegistry, generate_latest
-            from prometheus_client.exposition import CONTENT_TYPE_LATEST
-        except ImportError:
-            body = b"/metrics needs prometheus-client: pip install 'gofast[prometheus]'\n"
-            self._send(HTTPStatus.NOT_IMPLEMENTED, body, "text/plain; charset=utf-8")
-            return
-        from .prometheus import GofastCollector
+            registry = CollectorRegistry(auto_describe=False)
+            registry.register(GofastCollector())
+            self._send(HTTPStatus.OK, generate_latest(registry), CONTENT_TYPE_LATEST)
 
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(GofastCollector())
-        self._send(HTTPStatus.OK, generate_latest(registry), CONTENT_TYPE_LATEST)
+        def _json(self, value: Any) -> None:
+            self._send(HTTPStatus.OK, json.dumps(value).encode() + b"\n", "application/json")
 
-    def _json(self, value: Any) -> None:
-        self._send(HTTPStatus.OK, json.dumps(value).encode() + b"\n", "application/json")
+        def _send(self, status: HTTPStatus, body: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Access-Control-Allow-Origin", "*")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
 
-    def _send(self, status: HTTPStatus, body: bytes, content_type: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Access-Control-Allow-Origin", "*")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        def log_message(self, format: str, *args: Any) -> None:
+            # Scrapes every few seconds would flood stderr; requests are not news.
+            pass
 
-    def log_message(self, format: str, *args: Any) -> None:
-        # Scrapes every few seconds would flood stderr; requests are not news.
-        pass
+    class _Server(ThreadingHTTPServer):
+        daemon_threads = True
 
+        def __init__(self, address: tuple[str, int], family: int) -> None:
+            self.address_family = family
+            super().__init__(address, _Handler)
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], family: int) -> None:
-        self.address_family = family
-        super().__init__(address, _Handler)
+    return _Server
 
 
 class StatsServer:
@@ -123,7 +133,7 @@ class StatsServer:
 
     def __init__(self, address: tuple[str, int]) -> None:
         family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self._server = _Server(address, family)
+        self._server = _server_class()(address, family)
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="gofast-stats-http", daemon=True
         )
