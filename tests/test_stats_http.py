@@ -4,6 +4,7 @@ with a real HTTP client, and the Prometheus collector in a user's registry."""
 from __future__ import annotations
 
 import json
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -198,3 +199,14 @@ def test_serves_on_ipv6() -> None:
 def test_transport_names_match_the_endpoint(server: gofast.StatsServer, pair: NamedPair) -> None:
     assert pair.client_name in gofast.transport_names()
     assert get_json(server.url + "/gofast/transports") == gofast.transport_names()
+
+
+def test_metrics_without_the_extra_says_what_to_install(
+    server: gofast.StatsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # None in sys.modules makes an import fail, as on a machine without the extra.
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        get(server.url + "/metrics")
+    assert caught.value.code == 501
+    assert b"gofast[prometheus]" in caught.value.read()
