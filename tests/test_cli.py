@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -289,3 +290,21 @@ def test_bench_in_a_checkout_runs_the_quick_comparison(
     assert argv[:3] == ["--quick", "--scale", "0.5"]
     assert argv[3:] == ["--markdown", str(out / "compare.md"), "--chart", str(out / "compare.png")]
     assert "benches.compare --quick" in r.stdout
+
+
+def test_the_console_script_is_installed() -> None:
+    script = Path(sys.executable).parent / "gofast"
+    r = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("gofast ")
+
+
+def test_listen_on_an_ipv6_literal() -> None:
+    with gofast.listen(("::1", 0)) as lis:
+        host, port = lis.address
+        assert host == "::1" and port > 0
+        with ThreadPoolExecutor(1) as pool:
+            accepted = pool.submit(lis.accept, timeout=10)
+            with gofast.Transport.connect(("::1", port)) as client, accepted.result(10) as server:
+                assert client.peer_address is not None and client.peer_address[0] == "::1"
+                assert server.local_address is not None and server.local_address[0] == "::1"
