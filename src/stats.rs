@@ -72,11 +72,33 @@ impl Stats {
 static REGISTRY: Mutex<Vec<(String, Weak<Stats>)>> = Mutex::new(Vec::new());
 
 /// Remembers a live transport's counters under its name; the entry goes
-/// away by itself when the transport is dropped.
+/// away when the transport closes (`unregister`) or is dropped.
 pub fn register(name: &str, stats: &Arc<Stats>) {
     let mut reg = REGISTRY.lock();
     reg.retain(|(_, w)| w.strong_count() > 0);
     reg.push((name.to_string(), Arc::downgrade(stats)));
+}
+
+/// Forgets a transport's counters when it closes, as the reference drops a
+/// closed transport from its registry; its own `stats()` still reads them.
+pub fn unregister(stats: &Arc<Stats>) {
+    let target = Arc::as_ptr(stats);
+    REGISTRY
+        .lock()
+        .retain(|(_, w)| w.strong_count() > 0 && w.as_ptr() != target);
+}
+
+/// The names of the live transports, sorted, each once.
+pub fn names() -> Vec<String> {
+    let mut names: Vec<String> = REGISTRY
+        .lock()
+        .iter()
+        .filter(|(_, w)| w.strong_count() > 0)
+        .map(|(n, _)| n.clone())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// Sums the counters of every live transport, or of those named `name`.
@@ -119,5 +141,20 @@ mod tests {
         drop(b);
         assert_eq!(get("agg-test-a"), 2);
         assert_eq!(Stats::NAMES.len(), 23);
+    }
+
+    #[test]
+    fn closed_transports_leave_names() {
+        let a = Arc::new(Stats::default());
+        let b = Arc::new(Stats::default());
+        register("names-test-a", &a);
+        register("names-test-a", &b);
+        register("names-test-b", &b);
+        let has = |n: &str| names().iter().filter(|x| x.as_str() == n).count();
+        assert_eq!((has("names-test-a"), has("names-test-b")), (1, 1));
+        unregister(&b);
+        assert_eq!((has("names-test-a"), has("names-test-b")), (1, 0));
+        unregister(&a);
+        assert_eq!(has("names-test-a"), 0);
     }
 }

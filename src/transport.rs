@@ -755,6 +755,7 @@ impl<H: Handler> Core<H> {
         let _ = self.close_reason.set(reason.to_string());
         let reason = self.close_reason.get().map_or(reason, String::as_str);
         self.closed.store(true, Ordering::Release);
+        stats::unregister(&self.stats);
         let ending = self.ex.lock().close_all(reason, broken);
         self.outbox.abort(reason);
         // The reader gave up on the connection (bad bytes, EOF, error): end

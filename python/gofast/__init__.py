@@ -30,6 +30,7 @@ from .errors import (
 )
 from .message import RESERVED_IDS, CborMessage, Message, MessageType
 from .settings import default_settings
+from .stats_http import StatsServer, serve_stats, transport_names
 from .transport import Handler, Listener, Stream, StreamCallback, Transport, Whoami, listen
 from .version import Version64
 
@@ -52,6 +53,7 @@ __all__ = [
     "SettingsError",
     "Stream",
     "StreamCallback",
+    "StatsServer",
     "StreamClosed",
     "Timeout",
     "Transport",
@@ -60,7 +62,9 @@ __all__ = [
     "Whoami",
     "default_settings",
     "listen",
+    "serve_stats",
     "stats",
+    "transport_names",
 ]
 
 STAT_NAMES: tuple[str, ...] = tuple(_native.STAT_NAMES)
@@ -69,5 +73,6 @@ n_log_suppressed)."""
 
 
 def stats(name: str | None = None) -> dict[str, Any]:
-    """Counters summed over every live transport, or over those named ``name``."""
+    """Counters summed over every live (not yet closed) transport, or over
+    those named ``name``; a closed transport's own ``stats()`` still reads."""
     return _native.stats(name)

@@ -203,7 +203,9 @@ class Listener:
     """
 
     def __init__(self, address: tuple[str, int] = ("127.0.0.1", 0), backlog: int = 128) -> None:
-        self._sock = socket.create_server(address, backlog=backlog)
+        # An IPv6 literal ("::1") needs an AF_INET6 socket; a name resolves.
+        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self._sock = socket.create_server(address, family=family, backlog=backlog)
 
     @property
     def address(self) -> tuple[str, int]:

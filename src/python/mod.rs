@@ -107,6 +107,12 @@ fn stats<'py>(py: Python<'py>, name: Option<&str>) -> PyResult<Bound<'py, PyDict
     Ok(d)
 }
 
+/// The names of the live (not yet closed) transports, sorted, each once.
+#[pyfunction]
+fn transport_names() -> Vec<String> {
+    crate::stats::names()
+}
+
 /// Closes every transport of the process and waits for their threads
 /// (used at interpreter exit, before Python is torn down).
 #[pyfunction]
@@ -131,6 +137,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<stream::PyStream>()?;
     m.add_class::<message::BinMessage>()?;
     m.add_function(wrap_pyfunction!(stats, m)?)?;
+    m.add_function(wrap_pyfunction!(transport_names, m)?)?;
     m.add_function(wrap_pyfunction!(default_settings, m)?)?;
     m.add_function(wrap_pyfunction!(_close_all_transports, m)?)?;
     m.add("STAT_NAMES", crate::stats::Stats::NAMES.to_vec())?;

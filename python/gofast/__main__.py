@@ -1,0 +1,7 @@
+"""``python -m gofast``: the ``gofast`` command (see gofast.cli)."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
