@@ -13,5 +13,5 @@ fi
 python -m pip install -q --disable-pip-version-check --upgrade pip
 python -m pip install -q --disable-pip-version-check \
     "maturin>=1.7,<2" "cbor2>=5.6" "pytest>=8" "pytest-benchmark>=4" "pytest-timeout>=2.3" \
-    "ruff>=0.6" "mypy>=1.11"
+    "ruff>=0.6" "mypy>=1.11" "pdoc>=15"
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
