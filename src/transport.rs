@@ -367,7 +367,7 @@ impl<H: Handler> Core<H> {
 
     // ---- handshake -------------------------------------------------------
 
-    /// Exchanges whoami with the peer (PROTOCOL §4): sends ours, waits for
+    /// Exchanges whoami with the peer (docs/protocol.md §4): sends ours, waits for
     /// theirs, and until we have answered theirs. Starts the reader.
     /// `between` runs every `WAKE_EVERY` of the wait (the Python front end
     /// checks for signals there); its error ends the handshake.

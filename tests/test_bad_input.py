@@ -1,4 +1,4 @@
-"""PROTOCOL.md §6, every case: a raw-socket peer sends crafted bytes to a
+"""docs/protocol.md §6, every case: a raw-socket peer sends crafted bytes to a
 real transport, after a valid handshake, and each test checks what a user
 relies on:
 

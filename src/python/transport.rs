@@ -445,7 +445,7 @@ impl PyTransport {
         Ok(self.core()?.flush()?)
     }
 
-    /// This transport's counters (PROTOCOL.md §5 names).
+    /// This transport's counters (docs/protocol.md §5 names).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
         for (k, v) in self.inner.stats.snapshot() {
