@@ -9,8 +9,8 @@ relies on:
   ``gofast.ProtocolError`` instead;
 * bytes that cannot be delimited close the connection: the transport is
   closed, the peer sees the connection end, pending requests fail with
-  ``gofast.ConnectionClosed`` (no hang), open streams get their ``None``
-  callback, later calls fail at once;
+  ``gofast.ProtocolError`` (no hang), open streams get their ``None``
+  callback, later calls fail at once with ``gofast.ConnectionClosed``;
 * no opaque leaks (``_exchanges_in_use()``), nothing crashes or hangs.
 """
 
