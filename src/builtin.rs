@@ -1,4 +1,4 @@
-//! Payloads of the built-in messages (PROTOCOL.md §4): whoami, ping and
+//! Payloads of the built-in messages (docs/protocol.md §4): whoami, ping and
 //! heartbeat. Ids 0x1000..=0x100F are reserved for them.
 
 use crate::codec::cbor;

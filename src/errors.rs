@@ -1,5 +1,5 @@
 //! The crate's error types: `ProtocolError` for bytes that break the wire
-//! contract (PROTOCOL.md §6), `Error` for everything a caller can see. The
+//! contract (docs/protocol.md §6), `Error` for everything a caller can see. The
 //! Python mapping of both lives in `python/errors.rs`, nowhere else.
 
 use std::time::Duration;

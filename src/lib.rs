@@ -1,6 +1,6 @@
 //! gofast for Python: the Rust core.
 //!
-//! * `codec`     — bytes ⇄ frames (PROTOCOL.md §1), compression.
+//! * `codec`     — bytes ⇄ frames (docs/protocol.md §1), compression.
 //! * `exchange`  — which exchange a frame belongs to; opaque lifetimes.
 //! * `opaque`    — the pool of opaque values.
 //! * `readbuf`   — the reader's receive buffer.

@@ -1,4 +1,4 @@
-//! Per-transport counters under the reference's names (PROTOCOL.md §5), so
+//! Per-transport counters under the reference's names (docs/protocol.md §5), so
 //! dashboards built for one work for the other, plus a process-wide registry
 //! that sums them by transport name.
 

@@ -147,7 +147,7 @@ pub struct Core<H: Handler> {
     /// The receive buffer and the socket to read, held by whoever reads:
     /// the reader thread, or a requester taking its own RESPONSE (`receive`).
     read: Mutex<ReadSide>,
-    /// Rate of warnings about the peer's frames (`dispatch::warn_peer`).
+    /// Rate of warnings about the peer's frames (`dispatch::note_peer`).
     log_limit: LogLimit,
 }
 
@@ -280,6 +280,11 @@ impl<H: Handler> Core<H> {
             .stack_size(WRITER_STACK)
             .spawn(move || outbox.run_writer())?;
         *core.writer.lock() = Some(writer);
+        log::info!(
+            "gofast[{name}]: connected, local {}, peer {}",
+            fmt_addr(local_addr),
+            fmt_addr(peer_addr)
+        );
         Ok(core)
     }
 
@@ -362,7 +367,7 @@ impl<H: Handler> Core<H> {
 
     // ---- handshake -------------------------------------------------------
 
-    /// Exchanges whoami with the peer (PROTOCOL §4): sends ours, waits for
+    /// Exchanges whoami with the peer (docs/protocol.md §4): sends ours, waits for
     /// theirs, and until we have answered theirs. Starts the reader.
     /// `between` runs every `WAKE_EVERY` of the wait (the Python front end
     /// checks for signals there); its error ends the handshake.
@@ -394,6 +399,13 @@ impl<H: Handler> Core<H> {
         self.outbox
             .set_encodings(peer_encodings(&peer.tags, &self.name));
         self.hs.lock().peer = Some(peer.clone());
+        log::info!(
+            "gofast[{}]: handshake done: peer {:?}, version {}, tags {:?}",
+            self.name,
+            peer.name,
+            peer.version,
+            peer.tags
+        );
         loop {
             {
                 let mut hs = self.hs.lock();
@@ -782,7 +794,23 @@ impl<H: Handler> Core<H> {
             });
         }
         h.on_closed();
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let st = &self.stats;
+        log::info!(
+            "gofast[{}]: closed: {reason} (n_tx {}, n_rx {}, n_txbyte {}, n_rxbyte {}, n_mdrops {})",
+            self.name,
+            n(&st.n_tx),
+            n(&st.n_rx),
+            n(&st.n_txbyte),
+            n(&st.n_rxbyte),
+            n(&st.n_mdrops)
+        );
     }
+}
+
+/// An address for a log line; "?" when the socket could not tell.
+fn fmt_addr(a: Option<SocketAddr>) -> String {
+    a.map_or_else(|| "?".to_string(), |a| a.to_string())
 }
 
 impl<H: Handler> Drop for Core<H> {

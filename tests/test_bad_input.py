@@ -1,4 +1,4 @@
-"""PROTOCOL.md §6, every case: a raw-socket peer sends crafted bytes to a
+"""docs/protocol.md §6, every case: a raw-socket peer sends crafted bytes to a
 real transport, after a valid handshake, and each test checks what a user
 relies on:
 
@@ -9,8 +9,8 @@ relies on:
   ``gofast.ProtocolError`` instead;
 * bytes that cannot be delimited close the connection: the transport is
   closed, the peer sees the connection end, pending requests fail with
-  ``gofast.ConnectionClosed`` (no hang), open streams get their ``None``
-  callback, later calls fail at once;
+  ``gofast.ProtocolError`` (no hang), open streams get their ``None``
+  callback, later calls fail at once with ``gofast.ConnectionClosed``;
 * no opaque leaks (``_exchanges_in_use()``), nothing crashes or hangs.
 """
 
@@ -111,7 +111,7 @@ class Harness:
 
 @pytest.fixture
 def h(caplog: pytest.LogCaptureFixture) -> Iterator[Harness]:
-    caplog.set_level(logging.WARNING, logger="gofast")
+    caplog.set_level(logging.DEBUG, logger="gofast")
     posts = Inbox()
     streams = Inbox()
 
@@ -138,18 +138,21 @@ def h(caplog: pytest.LogCaptureFixture) -> Iterator[Harness]:
             yield Harness(raw, t, posts, streams, pool)
 
 
-def gofast_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+def gofast_lines(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
     return [
-        r.getMessage()
-        for r in caplog.records
-        if r.name.startswith("gofast") and r.levelno >= logging.WARNING
+        r.getMessage() for r in caplog.records if r.name.startswith("gofast") and r.levelno == level
     ]
 
 
-def assert_logged(caplog: pytest.LogCaptureFixture, *words: str) -> None:
-    lines = gofast_warnings(caplog)
+def assert_logged(
+    caplog: pytest.LogCaptureFixture, *words: str, level: int = logging.DEBUG
+) -> None:
+    """A ``gofast`` line at ``level`` mentions every word: drops log at
+    DEBUG, a protocol error that ends the connection at WARNING."""
+    lines = gofast_lines(caplog, level)
     assert any(all(w.lower() in line.lower() for w in words) for line in lines), (
-        f"no warning from a 'gofast' logger mentions {words}; got {lines}"
+        f"no {logging.getLevelName(level)} line from a 'gofast' logger mentions {words}; "
+        f"got {lines}"
     )
 
 
@@ -544,7 +547,7 @@ def assert_connection_closed(
         t.request(gofast.BinMessage(REQ_ID, b"x"), timeout=TIMEOUT)
     with pytest.raises(gofast.ConnectionClosed):
         t.stream(gofast.BinMessage(STREAM_ID, b"x"), lambda m: None)
-    assert_logged(caplog, "connection ends", *log_words)
+    assert_logged(caplog, "connection ends", *log_words, level=logging.WARNING)
 
 
 VALID = encode_frame(POST, 5999, POST_ID, b"payload")
@@ -776,7 +779,7 @@ def test_garbage_instead_of_a_whoami(bare: Any, caplog: pytest.LogCaptureFixture
     assert t.closed
     raw.wait_closed(TIMEOUT)
     assert t._exchanges_in_use() == (0, 0)
-    assert_logged(caplog, "connection ends", "marker")
+    assert_logged(caplog, "connection ends", "marker", level=logging.WARNING)
 
 
 def test_silent_peer_times_out_the_handshake_without_holding_an_opaque(bare: Any) -> None:
@@ -814,6 +817,7 @@ def test_malformed_whoami_answer(bare: Any, payload: bytes) -> None:
 
 
 def test_whoami_answer_with_a_broken_body(bare: Any, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="gofast")
     raw, t, pool = bare
     done = pool.submit(t.handshake, 60.0)
     req = raw.read_frame(TIMEOUT)

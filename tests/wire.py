@@ -1,7 +1,7 @@
 """A test-side implementation of the gofast wire format, independent of gofast.
 
 Everything in the first part (CBOR heads, frames, bodies, gzip, LZW, the
-built-in payloads, a frame reader) is written from PROTOCOL.md and
+built-in payloads, a frame reader) is written from docs/protocol.md and
 vectors/README.md alone and uses nothing from the ``gofast`` package, so a
 test can check the library against it rather than against itself.
 
@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 from conftest import Collector
 
 # ---------------------------------------------------------------------------
-# Constants (PROTOCOL.md §1, §4)
+# Constants (docs/protocol.md §1, §4)
 
 MARKER = b"\xd9\xd9\xf7"  # CBOR tag 55799
 
@@ -530,7 +530,7 @@ def lzw_codes(codes: Sequence[tuple[int, int]]) -> bytes:
 
 
 # ---------------------------------------------------------------------------
-# Built-in payloads (PROTOCOL.md §4)
+# Built-in payloads (docs/protocol.md §4)
 
 
 class Whoami(NamedTuple):

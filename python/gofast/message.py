@@ -32,7 +32,9 @@ class Message(Protocol):
 
     ID: ClassVar[int]
 
-    def encode(self) -> bytes: ...
+    def encode(self) -> bytes:
+        """The message's bytes as they go on the wire."""
+        ...
 
 
 class MessageType(Protocol[T]):
@@ -40,7 +42,9 @@ class MessageType(Protocol[T]):
 
     ID: ClassVar[int]
 
-    def decode(self, data: bytes, /) -> T: ...
+    def decode(self, data: bytes, /) -> T:
+        """Builds the message from the bytes that came off the wire."""
+        ...
 
 
 def _check_id(id: int) -> int:
@@ -71,11 +75,14 @@ class CborMessage:
         cls.ID = _check_id(id)
 
     def encode(self) -> bytes:
+        """The fields as one CBOR map, keyed by field name."""
         names, get = _layout(type(self))
         return cbor2.dumps(dict(zip(names, get(self), strict=True)))
 
     @classmethod
     def decode(cls, data: bytes) -> Self:
+        """Builds the message from a CBOR map; keys it has no field for
+        (a newer peer's) are left out."""
         value = cbor2.loads(data)
         if not isinstance(value, dict):
             raise ValueError(f"{cls.__name__}: expected a CBOR map, got {type(value).__name__}")

@@ -34,7 +34,7 @@ default settings can talk. Give a Go peer a range outside ours.
 
 ``streams.max`` is the largest range a default peer of this package uses, so
 no such peer is ever refused; a hostile peer is held to that many streams.
-Warnings about a peer's bad or dropped frames are limited to a burst of 20,
+DEBUG lines about a peer's bad or dropped frames are limited to a burst of 20,
 then 5 a second, per transport; the rest are counted in ``n_log_suppressed``
 and the next line logged says how many were left out.
 """

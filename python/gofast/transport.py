@@ -230,6 +230,7 @@ class Listener:
         )
 
     def close(self) -> None:
+        """Stops listening; transports already accepted carry on."""
         self._sock.close()
 
     def __enter__(self) -> Self:

@@ -1,4 +1,4 @@
-//! The message body inside a packet (PROTOCOL.md §1, "The body"):
+//! The message body inside a packet (docs/protocol.md §1.1):
 //!
 //! ```text
 //! d8 2b  bf  d8 2c uint(id)  d8 2d bstr(data)  ff

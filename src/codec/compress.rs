@@ -1,4 +1,4 @@
-//! gzip and LZW exactly as the Go reference speaks them (PROTOCOL.md §1,
+//! gzip and LZW exactly as the Go reference speaks them (docs/protocol.md §1.2,
 //! vectors/README.md quirks 2–4).
 //!
 //! * gzip: we write what the reference writes, a member that was flushed

@@ -1,4 +1,4 @@
-//! Frames (PROTOCOL.md §1): `d9 d9 f7  K  bstr( tag(opaque) bstr(body) )`,
+//! Frames (docs/protocol.md §1): `d9 d9 f7  K  bstr( tag(opaque) bstr(body) )`,
 //! and for FINISH `d9 d9 f7 c8 bstr( tag(opaque) 40 ) ff`.
 //!
 //! `FrameDecoder` delimits frames at the front of a receive buffer without
@@ -27,7 +27,7 @@ pub const OPAQUE_MAX: u64 = 15_309_735;
 /// Tag numbers inside the range that CBOR reserves, so no opaque may be one.
 pub const RESERVED_OPAQUES: [u64; 5] = [1001, 1002, 1003, 22098, 55799];
 
-/// Whether `opaque` may appear on the wire (PROTOCOL.md §2).
+/// Whether `opaque` may appear on the wire (docs/protocol.md §2).
 pub fn valid_opaque(opaque: u64) -> bool {
     (OPAQUE_MIN..=OPAQUE_MAX).contains(&opaque) && !RESERVED_OPAQUES.contains(&opaque)
 }

@@ -1,5 +1,5 @@
 //! The gofast frame codec: bytes in, frames out, and back. It knows CBOR and
-//! the frame layout of PROTOCOL.md §1, and nothing of sockets, exchanges or
+//! the frame layout of docs/protocol.md §1, and nothing of sockets, exchanges or
 //! Python.
 //!
 //! * `cbor`     — shortest-form CBOR heads (encode, decode).

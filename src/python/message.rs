@@ -13,8 +13,10 @@ use crate::writer::{Data, Lender};
 /// it is (it has `ID` and `encode()`), and `decode(T)` turns it into a `T`.
 #[pyclass(frozen, module = "gofast._native", name = "BinMessage")]
 pub struct BinMessage {
+    /// The message id (1 and up; 0x1000..0x100F are the built-ins').
     #[pyo3(get)]
     pub id: u64,
+    /// The message's encoded bytes, as they came off the wire.
     #[pyo3(get)]
     pub data: Py<PyBytes>,
 }
@@ -39,6 +41,7 @@ impl BinMessage {
         self.id
     }
 
+    /// The encoded bytes (`data`): a `BinMessage` sends as it came.
     fn encode(&self, py: Python<'_>) -> Py<PyBytes> {
         self.data.clone_ref(py)
     }

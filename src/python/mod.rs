@@ -131,8 +131,17 @@ fn default_settings(py: Python<'_>, dialed: bool) -> PyResult<Bound<'_, PyDict>>
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    // Rust `log` records go to Python's `logging` (logger "gofast...").
-    let _ = pyo3_log::try_init();
+    // Rust `log` records go to Python's `logging`, to loggers named after
+    // the module ("gofast.transport.receive", ... under "gofast"). Loggers
+    // are cached, levels are not: `logging` has no change notification, so
+    // a cached level would outlive any later setLevel/dictConfig (a level
+    // that once hid messages hid them for good). Asking `isEnabledFor` per
+    // record costs a GIL take, which is affordable because nothing logs per
+    // message: only connects, handshakes, closes and rate-limited drops.
+    // Already installed (another extension's logger): keep that one.
+    let _ = pyo3_log::Logger::new(m.py(), pyo3_log::Caching::Loggers)?
+        .filter(log::LevelFilter::Debug)
+        .install();
     m.add_class::<transport::PyTransport>()?;
     m.add_class::<stream::PyStream>()?;
     m.add_class::<message::BinMessage>()?;

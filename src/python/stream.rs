@@ -47,6 +47,10 @@ enum Role {
     Stream(Origin),
 }
 
+/// One exchange with the peer: the peer's REQUEST, answered once with
+/// `respond()`, or a bi-directional STREAM (`send()`, `close()`, and
+/// `recv()` or iteration when it was opened without a callback). A handler
+/// gets one as its first argument; `Transport.stream()` returns one.
 #[pyclass(frozen, module = "gofast._native", name = "Stream")]
 pub struct PyStream {
     core: Arc<Core<PyHandler>>,

@@ -25,6 +25,8 @@ use crate::transport::{Core, PendingRequest};
 /// How often a blocked call wakes to let Python see Ctrl-C.
 const SIGNAL_CHECK: Duration = Duration::from_millis(50);
 
+/// The native half of `gofast.Transport`, which subclasses it: one gofast
+/// connection, with its reader and writer threads.
 #[pyclass(frozen, subclass, module = "gofast._native", name = "Transport")]
 pub struct PyTransport {
     /// Reached through `core()`, which refuses a fork()ed child.
@@ -171,11 +173,13 @@ impl PyTransport {
         Ok(PyTransport { inner: core })
     }
 
+    /// The name given at connect/accept (it names the stats and log lines).
     #[getter]
     fn name(&self) -> &str {
         &self.inner.name
     }
 
+    /// Whether the transport is closed, by either side or by an error.
     #[getter]
     fn closed(&self) -> bool {
         self.inner.is_closed()
@@ -187,6 +191,7 @@ impl PyTransport {
         settings::to_dict(py, &self.inner.settings)
     }
 
+    /// This side's (host, port), or None once the socket cannot tell.
     #[getter]
     fn local_address(&self) -> Option<(String, u16)> {
         self.inner
@@ -194,6 +199,7 @@ impl PyTransport {
             .map(|a| (a.ip().to_string(), a.port()))
     }
 
+    /// The peer's (host, port), or None once the socket cannot tell.
     #[getter]
     fn peer_address(&self) -> Option<(String, u16)> {
         self.inner
@@ -439,7 +445,7 @@ impl PyTransport {
         Ok(self.core()?.flush()?)
     }
 
-    /// This transport's counters (PROTOCOL.md §5 names).
+    /// This transport's counters (docs/protocol.md §5 names).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
         for (k, v) in self.inner.stats.snapshot() {

@@ -85,21 +85,23 @@ impl<H: Handler> Core<H> {
     /// Logs a drop already counted. Logging takes the GIL: callers hold no
     /// lock but the reader's `read` (see the lock rules in transport.rs).
     pub(super) fn log_drop(&self, f: &FrameRef, why: &str) {
-        self.warn_peer(format_args!(
+        self.note_peer(format_args!(
             "dropped {:?} frame, opaque {}: {why}",
             f.kind, f.opaque
         ));
     }
 
-    /// A warning about what the peer sent, within the transport's rate
-    /// limit (a flood of bad frames must not flood the log); the lines left
-    /// out are counted, and the next line logged says how many. Callers may
-    /// hold the `read` lock: the limiter takes none.
-    pub(super) fn warn_peer(&self, what: std::fmt::Arguments<'_>) {
+    /// A DEBUG line about what the peer sent (a dropped frame), within the
+    /// transport's rate limit (a flood of bad frames must not flood the log);
+    /// the lines left out are counted, and the next line logged says how
+    /// many. Callers may hold the `read` lock: the limiter takes none. The
+    /// rate limit also bounds the GIL takes pyo3-log needs to ask Python
+    /// whether DEBUG is on (it caches loggers, not levels: mod.rs).
+    pub(super) fn note_peer(&self, what: std::fmt::Arguments<'_>) {
         match self.log_limit.admit() {
-            Some(0) => log::warn!("gofast[{}]: {what}", self.name),
-            Some(n) => log::warn!(
-                "gofast[{}]: {what} ({n} more such warnings were left out before this one)",
+            Some(0) => log::debug!("gofast[{}]: {what}", self.name),
+            Some(n) => log::debug!(
+                "gofast[{}]: {what} ({n} more such lines were left out before this one)",
                 self.name
             ),
             None => Stats::incr(&self.stats.n_log_suppressed),

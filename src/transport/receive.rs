@@ -171,7 +171,7 @@ impl<H: Handler> Core<H> {
                     rb.consume(used);
                 }
                 Ok(Some((Decoded::Dropped(e), used))) => {
-                    self.warn_peer(format_args!("dropped a frame of {used} bytes: {e}"));
+                    self.note_peer(format_args!("dropped a frame of {used} bytes: {e}"));
                     Stats::incr(&self.stats.n_rx);
                     self.stats.drop_frame(used);
                     rb.consume(used);
