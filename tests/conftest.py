@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -113,3 +114,19 @@ class Collector:
 @pytest.fixture
 def collector() -> Collector:
     return Collector()
+
+
+class LogRecords(logging.Handler):
+    """Every record that reaches the ``gofast`` loggers, from any thread."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records = Collector()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def at(self, level: int, *words: str) -> list[str]:
+        """Messages logged at ``level`` that mention every word."""
+        messages = (r.getMessage() for r in self.records.snapshot() if r.levelno == level)
+        return [m for m in messages if all(w in m for w in words)]

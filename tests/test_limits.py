@@ -16,7 +16,7 @@ import pytest
 
 import gofast
 import wire
-from conftest import Collector, make_pair, wait_until
+from conftest import Collector, LogRecords, make_pair, wait_until
 from wire import FINISH, REQUEST, STREAM_START, encode_finish, encode_frame
 
 STREAM_ID = 102
@@ -28,24 +28,9 @@ TIMEOUT = 10.0
 LOG_BURST, LOG_PER_SECOND = 20, 5
 
 
-class Records(logging.Handler):
-    """Every record of the ``gofast`` loggers, from any thread."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records = Collector()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    def drops(self) -> list[str]:
-        """The lines about dropped frames: DEBUG, the only level they use."""
-        return [r.getMessage() for r in self.records.snapshot() if r.levelno == logging.DEBUG]
-
-
 @pytest.fixture
-def gofast_log() -> Iterator[Records]:
-    handler = Records()
+def gofast_log() -> Iterator[LogRecords]:
+    handler = LogRecords()
     logger = logging.getLogger("gofast")
     old = logger.level
     logger.addHandler(handler)
@@ -228,7 +213,7 @@ def test_heartbeats_keep_an_idle_connection_open() -> None:
 # The log limit
 
 
-def test_a_flood_of_bad_frames_costs_a_few_log_lines(gofast_log: Records) -> None:
+def test_a_flood_of_bad_frames_costs_a_few_log_lines(gofast_log: LogRecords) -> None:
     """20,000 frames that are each dropped (half by the decoder, half by
     dispatch): every one counted, but only a handful logged."""
     posts = Collector()
@@ -238,7 +223,7 @@ def test_a_flood_of_bad_frames_costs_a_few_log_lines(gofast_log: Records) -> Non
 
     with wire.raw_server(setup=setup, name="victim") as (raw, t):
         before = dict(t.stats())
-        base = len(gofast_log.drops())
+        base = len(gofast_log.at(logging.DEBUG))
         bad = [
             encode_frame(0x82, 5000, POST_ID, b"x") if i % 2 else encode_finish(4321)
             for i in range(20_000)
@@ -248,7 +233,7 @@ def test_a_flood_of_bad_frames_costs_a_few_log_lines(gofast_log: Records) -> Non
         raw.post(POST_ID, b"after")
         posts.wait_for(1, TIMEOUT)
         elapsed = time.monotonic() - began
-        lines = len(gofast_log.drops()) - base
+        lines = len(gofast_log.at(logging.DEBUG)) - base
         assert lines <= LOG_BURST + LOG_PER_SECOND * elapsed + 1, (lines, elapsed)
         after = dict(t.stats())
         assert after["n_mdrops"] - before["n_mdrops"] == len(bad)
@@ -259,16 +244,16 @@ def test_a_flood_of_bad_frames_costs_a_few_log_lines(gofast_log: Records) -> Non
         # Once the rate allows a line again, it says how many were left out:
         # with it, the lines' counts add up to every line left out.
         deadline = time.monotonic() + TIMEOUT
-        while len(gofast_log.drops()) == base + lines:
+        while len(gofast_log.at(logging.DEBUG)) == base + lines:
             assert time.monotonic() < deadline, "no line logged after the flood"
             raw.send(encode_finish(4321))
             assert raw.ping("sync") == b"sync"
         told = [
             int(m.group(1))
-            for w in gofast_log.drops()[base:]
+            for w in gofast_log.at(logging.DEBUG)[base:]
             if (m := re.search(r"\((\d+) more such lines were left out", w))
         ]
-        assert told, gofast_log.drops()[-1]
+        assert told, gofast_log.at(logging.DEBUG)[-1]
         assert sum(told) == t.stats()["n_log_suppressed"] - before["n_log_suppressed"]
         assert raw.ping("still there") == b"still there"
         assert not t.closed

@@ -12,34 +12,15 @@ import pytest
 
 import gofast
 import wire
-from conftest import Collector, make_pair
+from conftest import Collector, LogRecords, make_pair
 from wire import encode_finish
 
 TIMEOUT = 10.0
 
 
-class Records(logging.Handler):
-    """Every record that reaches the ``gofast`` logger, from any thread."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records = Collector()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    def at(self, level: int, *words: str) -> list[str]:
-        """Messages logged at ``level`` that mention every word."""
-        return [
-            m
-            for r in self.records.snapshot()
-            if r.levelno == level and all(w in (m := r.getMessage()) for w in words)
-        ]
-
-
 @pytest.fixture
-def gofast_log() -> Iterator[tuple[logging.Logger, Records]]:
-    handler = Records()
+def gofast_log() -> Iterator[tuple[logging.Logger, LogRecords]]:
+    handler = LogRecords()
     logger = logging.getLogger("gofast")
     old = logger.level
     logger.addHandler(handler)
@@ -59,7 +40,7 @@ def drop_one(raw: wire.RawPeer, opaque: int) -> None:
 
 
 def test_the_drop_log_follows_the_level_set_at_run_time(
-    gofast_log: tuple[logging.Logger, Records],
+    gofast_log: tuple[logging.Logger, LogRecords],
 ) -> None:
     """ERROR hides the DEBUG line about a drop; lowering the level to DEBUG
     brings the next one back, and raising it hides them again, all on one
@@ -83,7 +64,7 @@ def test_the_drop_log_follows_the_level_set_at_run_time(
 
 
 def test_logging_configured_after_import_takes_effect(
-    gofast_log: tuple[logging.Logger, Records],
+    gofast_log: tuple[logging.Logger, LogRecords],
 ) -> None:
     """The level may be set through the root logger (basicConfig style):
     a child's effective level is what counts, read at each record."""
@@ -104,7 +85,7 @@ def test_logging_configured_after_import_takes_effect(
 
 
 def test_a_connection_logs_connect_handshake_and_close_at_info(
-    gofast_log: tuple[logging.Logger, Records],
+    gofast_log: tuple[logging.Logger, LogRecords],
 ) -> None:
     logger, records = gofast_log
     logger.setLevel(logging.INFO)
@@ -130,7 +111,7 @@ def test_a_connection_logs_connect_handshake_and_close_at_info(
     assert [r for r in records.records.snapshot() if r.levelno > logging.INFO] == []
 
 
-def test_nothing_is_logged_per_message(gofast_log: tuple[logging.Logger, Records]) -> None:
+def test_nothing_is_logged_per_message(gofast_log: tuple[logging.Logger, LogRecords]) -> None:
     """With every level on, a busy connection logs only its life events."""
     logger, records = gofast_log
     logger.setLevel(logging.DEBUG)
