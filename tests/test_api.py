@@ -323,8 +323,44 @@ def test_request_decodes_with_response_type_cbor_dataclasses(pair_factory: Any) 
     p = pair_factory(server_setup=lambda t: t.subscribe(Query, answer))
     reply = p.client.request(Query("k1", 5), Reply, timeout=5)
     assert reply == Reply("k1", [0, 1, 2, 3, 4], "é ✓")
-    assert p.client.request_as(Query("k2", 0), Reply) == Reply("k2", [], "é ✓")
+    assert p.client.request(Query("k2", 0), Reply) == Reply("k2", [], "é ✓")
     assert Query.decode(Query("x", 1).encode()) == Query("x", 1)
+
+
+def test_response_of_another_type_raises_protocol_error(pair_factory: Any) -> None:
+    # The handler answers a Query with a Query: decoding it as a Reply would
+    # build a Reply from a Query's fields (or fail somewhere inside decode).
+    def wrong(stream: gofast.Stream | None, msg: BinMessage) -> None:
+        assert stream is not None
+        stream.respond(msg)
+
+    p = pair_factory(server_setup=lambda t: t.subscribe(Query, wrong))
+    with pytest.raises(gofast.ProtocolError, match=r"message id 400 \(0x190\).*Reply has ID 401"):
+        p.client.request(Query("k", 1), Reply, timeout=5)
+    with pytest.raises(gofast.ProtocolError, match=r"message id 400 .*Reply has ID 401"):
+        p.client.request_many([Query("a", 1), Query("b", 2)], Reply, timeout=5)
+    # Without a type the response comes as it is; the connection carries on.
+    assert p.client.request(Query("k", 1), timeout=5) == BinMessage(400, Query("k", 1).encode())
+    assert p.client.request_many([Query("c", 3)], Query, timeout=5) == [Query("c", 3)]
+
+
+@dataclass
+class LookAlike(gofast.CborMessage, id=402):
+    """Query's fields under another id: its bytes would decode as one."""
+
+    key: str
+    limit: int
+
+
+def test_decode_refuses_a_type_with_another_id() -> None:
+    msg = BinMessage(Query.ID, Query("k", 1).encode())
+    assert msg.decode(Query) == Query("k", 1)
+    with pytest.raises(gofast.ProtocolError, match=r"LookAlike has ID 402"):
+        msg.decode(LookAlike)
+    with pytest.raises(
+        gofast.ProtocolError, match=r"message id 400 \(0x190\), but Reply has ID 401 \(0x191\)"
+    ):
+        msg.decode(Reply)
 
 
 def test_respond_twice_raises_usage_error(pair_factory: Any, collector: Any) -> None:

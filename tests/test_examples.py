@@ -41,6 +41,16 @@ EXPECTED: dict[str, list[str]] = {
         r"server: query \[100, 150\) sent 50 of 50 entries",
         r"server: query \[0, 100000\) sent \d+ of 100000 entries, stopped by the client",
     ],
+    "typed_tour.py": [
+        r"gofast \d+\.\d+\.\d+\S*: tour-client shook hands with tour-server \(version 1\)",
+        r"posted 1 greeting and 3 notes; the server got 3 notes in 1\+ batch\(es\)",
+        r"request: Greeting\(text='re: hello'\); as it came: BinMessage\(id=100, \.\.\.\)",
+        r"request_many: \['re: a', 're: b'\]",
+        r"stream: 3 rows by recv\(\), 3 by iteration, 3 by messages\(\)",
+        r"ping 'echo'; whoami tour-server; 1 unsubscribed post to the default handler",
+        r"stats: 5 posts, 3 streams; 2 live transports, served over HTTP",
+        r"a response of another type: ProtocolError",
+    ],
 }
 
 SERVER_LINES = [

@@ -26,7 +26,9 @@ class ConnectionClosed(GofastError, ConnectionError):
 
 
 class ProtocolError(GofastError):
-    """The peer sent bytes that break the gofast wire protocol."""
+    """The peer sent bytes that break the gofast wire protocol, or a
+    message other than the one expected: a response (or a ``BinMessage``
+    decoded with ``decode(T)``) whose id is not ``T.ID``."""
 
 
 class Timeout(GofastError, TimeoutError):

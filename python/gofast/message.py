@@ -1,8 +1,9 @@
 """Messages: what travels in POSTs, REQUESTs, RESPONSEs and STREAMs.
 
 Any object with an integer ``ID`` and an ``encode() -> bytes`` method can be
-sent; a type with a ``decode(data) -> instance`` classmethod can be asked for
-as a response type. :class:`CborMessage` gives a dataclass all three, encoded
+sent (:class:`Message`); a class with an ``ID`` and a ``decode(data) ->
+instance`` classmethod can be asked for as a response type
+(:class:`MessageType`). :class:`CborMessage` gives a dataclass all three, encoded
 with cbor2. Handlers receive :class:`BinMessage` (id and raw bytes).
 """
 
@@ -28,9 +29,16 @@ T = TypeVar("T", covariant=True)
 
 @runtime_checkable
 class Message(Protocol):
-    """What can be sent: an id and the encoded bytes."""
+    """What can be sent: an id and the encoded bytes. A message instance
+    (e.g. of a :class:`CborMessage` dataclass) or a :class:`BinMessage`.
 
-    ID: ClassVar[int]
+    ``ID`` is read-only here so that a class attribute, an instance
+    attribute and a property all satisfy it."""
+
+    @property
+    def ID(self) -> int:
+        """The message id, 1..2**64-1 (0x1000..0x100F are reserved)."""
+        ...
 
     def encode(self) -> bytes:
         """The message's bytes as they go on the wire."""
@@ -38,9 +46,17 @@ class Message(Protocol):
 
 
 class MessageType(Protocol[T]):
-    """What can decode a received message's bytes (e.g. a message class)."""
+    """What can decode a received message's bytes into a ``T``: a message
+    class with an ``ID`` and a ``decode(data)`` classmethod, such as a
+    :class:`CborMessage` dataclass (``MessageType[Greeting]`` is satisfied
+    by the class ``Greeting``). ``request(msg, Greeting)`` and
+    ``msg.decode(Greeting)`` return a ``Greeting``, and refuse (with
+    :class:`~gofast.ProtocolError`) a message whose id is not ``Greeting.ID``."""
 
-    ID: ClassVar[int]
+    @property
+    def ID(self) -> int:
+        """The id of the messages this type decodes."""
+        ...
 
     def decode(self, data: bytes, /) -> T:
         """Builds the message from the bytes that came off the wire."""

@@ -19,7 +19,7 @@ from typing import Any, Self
 
 from . import _native
 from .errors import UsageError
-from .message import BinMessage, MessageType, _check_id
+from .message import BinMessage, Message, _check_id
 from .version import Version64
 
 __all__ = ["Transport", "Listener", "listen", "Whoami", "Handler", "StreamCallback", "Stream"]
@@ -164,13 +164,7 @@ class Transport(_native.Transport):
 
     # ---- conveniences ------------------------------------------------------------
 
-    def request_as(
-        self, msg: Any, response_type: MessageType[Any], timeout: float | None = None
-    ) -> Any:
-        """``request()`` decoding the response with ``response_type``."""
-        return self.request(msg, response_type, timeout)
-
-    def messages(self, msg: Any, *, flush: bool = True) -> Iterator[BinMessage]:
+    def messages(self, msg: Message, *, flush: bool = True) -> Iterator[BinMessage]:
         """Opens a stream and yields what the peer sends until it closes its
         side; closes ours when the loop ends (also on break or error)."""
         stream = self.stream(msg, None, flush)

@@ -6,6 +6,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
+use super::errors::ProtocolError;
 use crate::codec::Message;
 use crate::writer::{Data, Lender};
 
@@ -46,13 +47,14 @@ impl BinMessage {
         self.data.clone_ref(py)
     }
 
-    /// Decodes the bytes with `message_type.decode(data)`.
+    /// Decodes the bytes with `message_type.decode(data)`; raises
+    /// `ProtocolError` if the type's `ID` is not this message's id.
     fn decode<'py>(
         &self,
         py: Python<'py>,
         message_type: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        message_type.call_method1(intern!(py, "decode"), (self.data.bind(py),))
+        decode_as(self.id, self.data.bind(py), message_type)
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {
@@ -73,6 +75,33 @@ impl BinMessage {
     fn __len__(&self, py: Python<'_>) -> usize {
         self.data.bind(py).as_bytes().len()
     }
+}
+
+/// `message_type.decode(data)` for a received message of id `id`. A type
+/// with an integer `ID` that differs is refused with `ProtocolError` (the
+/// peer sent another message than the one expected) before `decode` can
+/// build a wrong object from bytes meant for another type.
+pub fn decode_as<'py>(
+    id: u64,
+    data: &Bound<'py, PyBytes>,
+    message_type: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = message_type.py();
+    let expected = message_type
+        .getattr(intern!(py, "ID"))
+        .and_then(|v| v.extract::<u64>());
+    if let Ok(expected) = expected {
+        if expected != id {
+            let name = message_type
+                .getattr(intern!(py, "__qualname__"))
+                .and_then(|n| n.extract::<String>())
+                .unwrap_or_else(|_| "the expected type".to_string());
+            return Err(ProtocolError::new_err(format!(
+                "received message id {id} ({id:#x}), but {name} has ID {expected} ({expected:#x})"
+            )));
+        }
+    }
+    message_type.call_method1(intern!(py, "decode"), (data,))
 }
 
 /// `(id, encoded bytes)` of a message object.

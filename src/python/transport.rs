@@ -13,7 +13,7 @@ use pyo3::types::{PyBytes, PyDict};
 
 use super::errors::{SettingsError, Timeout, UsageError};
 use super::handler::PyHandler;
-use super::message::{lendable, message_parts, BinMessage};
+use super::message::{decode_as, lendable, message_parts, BinMessage};
 use super::settings;
 use super::stream::{PyStream, StreamSink};
 use super::{deadline_after, detach_checked, send_message, send_or_wait};
@@ -130,7 +130,7 @@ impl PyTransport {
     ) -> PyResult<Py<PyAny>> {
         let bytes = PyBytes::new(py, &reply.data);
         match response_type {
-            Some(t) => Ok(t.call_method1(intern!(py, "decode"), (bytes,))?.unbind()),
+            Some(t) => Ok(decode_as(reply.id, &bytes, t)?.unbind()),
             None => Ok(Py::new(
                 py,
                 BinMessage {
@@ -309,7 +309,8 @@ impl PyTransport {
     }
 
     /// Sends a request and returns its response: a `BinMessage`, or
-    /// `response_type.decode(data)` when a type is given. `timeout` in
+    /// `response_type.decode(data)` when a type is given (`ProtocolError` if
+    /// the response's id is not the type's `ID`). `timeout` in
     /// seconds; `None` uses settings["request.timeout"]; `math.inf` waits
     /// until the connection ends.
     #[pyo3(signature = (msg, response_type = None, timeout = None))]
