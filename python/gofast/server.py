@@ -32,6 +32,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self
 
+from . import _native  # noqa: F401  (Handler names "_native.Stream": pdoc resolves it here)
 from .errors import ConnectionClosed, UsageError
 from .message import BinMessage, _check_id
 from .transport import DEFAULT_VERSION, HANDSHAKE_TIMEOUT, Handler, Listener, Transport
