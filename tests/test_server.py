@@ -5,11 +5,15 @@ hooks and counters; and Listener.close() waking a blocked accept()."""
 from __future__ import annotations
 
 import platform
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -273,3 +277,41 @@ def test_listener_close_wakes_a_blocked_accept() -> None:
             fut.result(5)
     with pytest.raises(gofast.ConnectionClosed):
         lis.accept(timeout=1)
+
+
+CTRL_C_CHILD = """
+import sys, gofast
+from conftest import wait_until
+s = gofast.Server(name="sigint")
+c = gofast.Transport.connect(s.address)
+s.start()
+c.handshake(10.0)
+wait_until(lambda: len(s.connections) == 1, what="connected")
+print("ready", flush=True)
+try:
+    s.serve_forever(grace=0)
+except KeyboardInterrupt:
+    wait_until(lambda: c.closed, what="client sees the stop")
+    print("interrupted, running:", s.running, flush=True)
+"""
+
+
+def test_ctrl_c_stops_serve_forever() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CTRL_C_CHILD],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parent,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "ready\n"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 0, err[-3000:]
+    assert out == "interrupted, running: False\n", (out, err[-3000:])
