@@ -280,14 +280,18 @@ def test_listener_close_wakes_a_blocked_accept() -> None:
 
 
 CTRL_C_CHILD = """
-import sys, gofast
+import threading, gofast
 from conftest import wait_until
 s = gofast.Server(name="sigint")
 c = gofast.Transport.connect(s.address)
-s.start()
-c.handshake(10.0)
-wait_until(lambda: len(s.connections) == 1, what="connected")
-print("ready", flush=True)
+
+def ready() -> None:  # once serve_forever() runs, it handles Ctrl-C
+    wait_until(lambda: s.running, what="serving")
+    c.handshake(10.0)
+    wait_until(lambda: len(s.connections) == 1, what="connected")
+    print("ready", flush=True)
+
+threading.Thread(target=ready, daemon=True).start()
 try:
     s.serve_forever(grace=0)
 except KeyboardInterrupt:
@@ -315,3 +319,19 @@ def test_ctrl_c_stops_serve_forever() -> None:
             proc.wait(10)
     assert proc.returncode == 0, err[-3000:]
     assert out == "interrupted, running: False\n", (out, err[-3000:])
+
+
+def test_stop_from_a_hook_and_from_two_threads() -> None:
+    def stop_from_hook(t: gofast.Transport) -> None:
+        s.stop(grace=0)  # inside stop()'s own on_disconnect: must not wait for itself
+
+    s = gofast.Server(name="stop2", on_disconnect=stop_from_hook).subscribe(ECHO_ID, echo)
+    s.start()
+    c = dial(s)
+    wait_until(lambda: len(s.connections) == 1, what="connected")
+    with ThreadPoolExecutor(2) as pool:
+        both = [pool.submit(s.stop, 1.0) for _ in range(2)]
+        for f in both:
+            f.result(10)  # each returns, once everything is closed
+    wait_until(lambda: c.closed, what="client closed")
+    assert s.stats()["n_hook_errors"] == 0

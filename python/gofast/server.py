@@ -181,7 +181,10 @@ class Server:
         self._batch_subs: list[tuple[int, Callable[[list[BinMessage]], object]]] = []
         self._default: Handler | None = None
         self._lock = threading.Lock()
-        self._pending: set[Transport] = set()  # accepted, handshake not done
+        # accepted, not yet admitted (its handshake, or just after it: the
+        # peer's first requests may already be handled)
+        self._pending: dict[Transport, _Conn] = {}
+        self._closing = False  # stop() is closing everything: admit no more
         self._live: dict[Transport, _Conn] = {}
         self._retired: dict[str, int] = {}  # counters of connections gone
         self._counts = dict.fromkeys(SERVER_STAT_NAMES[:-1], 0)
@@ -189,6 +192,7 @@ class Server:
         self._stopping = threading.Event()
         self._stopped = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._stopper: threading.Thread | None = None
         self._listener = Listener(address, backlog)
 
     # ---- handlers (before start) -------------------------------------------
@@ -265,9 +269,9 @@ class Server:
     def serve_forever(self, grace: float = 5.0) -> None:
         """Serves until :meth:`stop` (from another thread) or Ctrl-C, which
         stops with ``grace`` seconds for work in flight, then re-raises."""
-        if not self._started:
-            self.start()
-        try:
+        try:  # start() inside: a Ctrl-C from here on stops the server
+            if not self._started:
+                self.start()
             while not self._stopped.wait(0.5):
                 pass
         except KeyboardInterrupt:
@@ -275,27 +279,36 @@ class Server:
             raise
 
     def stop(self, grace: float = 5.0) -> None:
-        """Stops accepting, drops connections still handshaking, waits up to
-        ``grace`` seconds for the requests and streams in flight (see the
-        module docstring) to finish, then closes every connection.
-        Idempotent; returns once all is closed."""
-        first = not self._stopping.is_set()
-        self._listener.close()  # first: once not running, no connect succeeds
-        self._stopping.set()
-        if first:
-            with self._lock:
-                pending = list(self._pending)
-            for t in pending:
-                t.close()
-            deadline = time.monotonic() + max(grace, 0.0)
-            while any(c.in_flight() for c in self._conns()):
-                if time.monotonic() >= deadline:
-                    break
-                time.sleep(0.005)  # polling the counters; they have no event
-            for c in self._conns():
-                c.transport.close()
+        """Stops accepting, waits up to ``grace`` seconds for the requests
+        and streams in flight (see the module docstring) to finish, then
+        closes every connection (also those still handshaking).
+        Idempotent; returns once all is closed (a second, concurrent call
+        waits for the first, unless made on the server's own threads)."""
         with self._lock:
+            first = not self._stopping.is_set()
             threads = list(self._threads)
+            if first:
+                self._listener.close()  # first: once not running, no connect succeeds
+                self._stopping.set()
+                self._stopper = threading.current_thread()
+        if not first:
+            # (a hook the stop runs, or one on our threads, must not wait for it)
+            me = threading.current_thread()
+            if me is not self._stopper and me not in threads:
+                self._stopped.wait()
+            return
+        # Connections still handshaking have nothing in flight: they do not
+        # hold the wait, and are closed with the rest.
+        deadline = time.monotonic() + max(grace, 0.0)
+        while any(c.in_flight() for c in self._conns()):
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.005)  # polling the counters; they have no event
+        with self._lock:
+            self._closing = True
+            everything = list(self._pending) + list(self._live)
+        for t in everything:
+            t.close()
         for th in threads:
             if th is not threading.current_thread():
                 th.join()
@@ -304,7 +317,7 @@ class Server:
 
     def _conns(self) -> list[_Conn]:
         with self._lock:
-            return list(self._live.values())
+            return list(self._pending.values()) + list(self._live.values())
 
     @property
     def running(self) -> bool:
@@ -336,7 +349,7 @@ class Server:
                     self._counts["n_refused"] += 1
                 else:
                     self._counts["n_accepted"] += 1
-                    self._pending.add(t)
+                    self._pending[t] = _Conn(t)
             if refuse:
                 log.info("server %s: refused %s (limit %d)", self.name, t.peer_address, self._max)
                 t.close()
@@ -350,7 +363,8 @@ class Server:
             return len(self._pending) + len(self._live)
 
     def _handshake(self, t: Transport) -> None:
-        conn = _Conn(t)
+        with self._lock:
+            conn = self._pending[t]
         try:
             for msg_id, handler in self._subs:
                 t.subscribe(msg_id, _counting(handler, conn.requests))
@@ -362,14 +376,14 @@ class Server:
         except Exception as e:  # Timeout, ConnectionClosed, ProtocolError...
             t.close()
             with self._lock:
-                self._pending.discard(t)
+                del self._pending[t]
                 self._counts["n_handshake_failed"] += 1
                 self._retire(t)
             log.info("server %s: handshake with %s failed: %s", self.name, t.peer_address, e)
             return
         with self._lock:
-            self._pending.discard(t)
-            if self._stopping.is_set():
+            del self._pending[t]
+            if self._closing:
                 self._retire(t)
                 admitted = False
             else:
