@@ -35,6 +35,12 @@ EXPECTED: dict[str, list[str]] = {
         r"server saw the client's close and stopped after sending \d+ entries",
         r"stream ended on both sides: client callback got None",
     ],
+    "kv_server.py": [
+        r"client-0: stored 100 keys, read 100 back, read client-2's key-99: 'v2-99'",
+        r"client-1: stored 100 keys, read 100 back, read client-0's key-99: 'v0-99'",
+        r"client-2: stored 100 keys, read 100 back, read client-1's key-99: 'v1-99'",
+        r"server: 3 clients connected, 300 puts, 303 gets, 0 refused",
+    ],
     "range_query.py": [
         r"range \[100, 150\): received 50 entries, remote closed the stream",
         r"range \[0, 100000\): took 100 entries, then closed the stream",

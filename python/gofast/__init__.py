@@ -29,6 +29,7 @@ from .errors import (
     UsageError,
 )
 from .message import RESERVED_IDS, CborMessage, Message, MessageType
+from .server import Server
 from .settings import default_settings
 from .stats_http import StatsServer, serve_stats, transport_names
 from .transport import Handler, Listener, Stream, StreamCallback, Transport, Whoami, listen
@@ -50,6 +51,7 @@ __all__ = [
     "ProtocolError",
     "RESERVED_IDS",
     "STAT_NAMES",
+    "Server",
     "SettingsError",
     "Stream",
     "StreamCallback",

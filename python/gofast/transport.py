@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from . import _native
-from .errors import UsageError
+from .errors import ConnectionClosed, UsageError
 from .message import BinMessage, Message, _check_id
 from .version import Version64
 
@@ -200,6 +200,7 @@ class Listener:
         # An IPv6 literal ("::1") needs an AF_INET6 socket; a name resolves.
         family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self._sock = socket.create_server(address, family=family, backlog=backlog)
+        self._closed = False
 
     @property
     def address(self) -> tuple[str, int]:
@@ -216,16 +217,40 @@ class Listener:
         timeout: float | None = None,
     ) -> Transport:
         """Waits for the next connection (``timeout`` in seconds raises
-        :class:`TimeoutError`) and wraps it as an accepting-side transport."""
-        self._sock.settimeout(timeout)
-        conn, _ = self._sock.accept()
+        :class:`TimeoutError`) and wraps it as an accepting-side transport.
+        Raises :class:`~gofast.ConnectionClosed` (an ``OSError``) once the
+        listener is closed, also in a thread already waiting here."""
+        if self._closed:
+            raise ConnectionClosed("the listener is closed")
+        try:
+            self._sock.settimeout(timeout)
+            conn, _ = self._sock.accept()
+        except TimeoutError:
+            raise
+        except OSError as e:
+            if self._closed:
+                raise ConnectionClosed("the listener is closed") from e
+            raise
         return Transport.from_socket(
             conn, name=name, version=version, settings=settings, dialed=False
         )
 
     def close(self) -> None:
-        """Stops listening; transports already accepted carry on."""
+        """Stops listening and wakes a thread blocked in :meth:`accept`;
+        transports already accepted carry on. Idempotent."""
+        self._closed = True
+        # close() alone leaves a thread blocked in accept() asleep on Linux
+        # (the kernel keeps the socket alive under it); shutdown() wakes it.
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # not connected-capable on some systems, or already closed
         self._sock.close()
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
 
     def __enter__(self) -> Self:
         return self
