@@ -72,6 +72,15 @@ def test_a_raising_handler_raises_remote_error(pair_factory: Any) -> None:
     assert p.client.request(BinMessage(ECHO_ID, b"ok"), timeout=10).data == b"ok"
 
 
+def test_request_many_raises_for_the_first_failed_reply(pair_factory: Any) -> None:
+    p = both_on(pair_factory)
+    msgs = [BinMessage(ECHO_ID, b"a"), BinMessage(FAIL_ID, b"b"), BinMessage(ECHO_ID, b"c")]
+    e = remote_error(lambda: p.client.request_many(msgs, timeout=30))
+    assert e.remote_type == "ValueError"
+    got = p.client.request_many([BinMessage(ECHO_ID, b"d")], timeout=10)
+    assert [m.data for m in got] == [b"d"]
+
+
 def test_no_handler_and_no_reply_raise_remote_error(pair_factory: Any) -> None:
     p = both_on(pair_factory)
     e = remote_error(lambda: p.client.request(BinMessage(UNKNOWN_ID, b""), timeout=30))

@@ -360,8 +360,13 @@ impl PyTransport {
         let mut replies = Vec::with_capacity(pending.len());
         for (i, p) in pending.iter().enumerate() {
             let first = py.detach(|| core.wait_response(p, signal_slice(deadline)));
-            match self.finish_wait(py, p, first, deadline, timeout) {
-                Ok(r) => replies.push(self.reply_object(py, r, response_type)?),
+            // A reply that raises (RemoteError, a wrong type) ends the call
+            // like a timeout: the requests after it are given up.
+            let reply = self
+                .finish_wait(py, p, first, deadline, timeout)
+                .and_then(|r| self.reply_object(py, r, response_type));
+            match reply {
+                Ok(r) => replies.push(r),
                 Err(e) => {
                     pending[i + 1..].iter().for_each(|rest| core.expire(rest));
                     return Err(e);
