@@ -41,7 +41,8 @@ A REQUEST handler may return its reply (the same as ``respond(reply)``); one
 that neither returns nor sends a reply is reported: to the requester as a
 ``RemoteError`` under the ``x-errors`` extension, else by one warning per
 message id on the ``gofast`` logger (a handler that answers later, from
-another thread, sees that warning once).
+another thread, sees that warning once; under ``x-errors`` it must answer
+before it returns, as its requester has its ``RemoteError`` by then).
 
 A STREAM-START handler returns the stream's callback, or None, or is a
 generator function: its yields are sent on the stream and its end closes
