@@ -7,6 +7,10 @@ use crate::errors::ProtocolError;
 pub const PING_ID: u64 = 0x1001;
 pub const WHOAMI_ID: u64 = 0x1002;
 pub const HEARTBEAT_ID: u64 = 0x1003;
+/// The `x-errors` extension's error reply (docs/protocol.md §7).
+pub const ERROR_ID: u64 = 0x1004;
+/// The whoami tag that advertises the extension.
+pub const ERRORS_TAG: &str = "x-errors";
 pub const RESERVED_IDS: std::ops::RangeInclusive<u64> = 0x1000..=0x100F;
 
 pub fn is_reserved(id: u64) -> bool {
@@ -83,6 +87,62 @@ pub fn encode_heartbeat(count: u64) -> [u8; 8] {
     count.to_be_bytes()
 }
 
+const MAJOR_TEXT: u8 = 3;
+const MAJOR_ARRAY: u8 = 4;
+/// Bounds what a peer's error can make us hold (and our own error's size).
+const MAX_ERROR_TEXT: usize = 4096;
+
+/// Cuts at a character boundary, at most `MAX_ERROR_TEXT` bytes.
+fn clip(s: &str) -> &str {
+    let mut end = s.len().min(MAX_ERROR_TEXT);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// The error reply's data: a CBOR array of two text strings, the error's
+/// type name and its message.
+pub fn encode_error(type_name: &str, message: &str) -> Vec<u8> {
+    let (t, m) = (clip(type_name), clip(message));
+    let mut out = Vec::with_capacity(2 * cbor::MAX_HEAD + 1 + t.len() + m.len());
+    cbor::write_head(&mut out, MAJOR_ARRAY, 2);
+    for s in [t, m] {
+        cbor::write_head(&mut out, MAJOR_TEXT, s.len() as u64);
+        out.extend_from_slice(s.as_bytes());
+    }
+    out
+}
+
+pub fn decode_error(data: &[u8]) -> Result<(String, String), ProtocolError> {
+    let bad = ProtocolError::Malformed("x-errors payload");
+    let mut r = Reader(data);
+    let head = |r: &mut Reader<'_>, major: u8| -> Result<u64, ProtocolError> {
+        let (m, v, used) = cbor::read_head(r.0)?.ok_or(bad.clone())?;
+        if m != major {
+            return Err(bad.clone());
+        }
+        r.take(used);
+        Ok(v)
+    };
+    if head(&mut r, MAJOR_ARRAY)? != 2 {
+        return Err(bad);
+    }
+    let text = |r: &mut Reader<'_>| -> Result<String, ProtocolError> {
+        let len = usize::try_from(head(r, MAJOR_TEXT)?).map_err(|_| bad.clone())?;
+        let bytes = r.take(len).ok_or(bad.clone())?;
+        Ok(clip(&String::from_utf8_lossy(bytes)).to_string())
+    };
+    let t = text(&mut r)?;
+    let m = text(&mut r)?;
+    Ok((t, m))
+}
+
+/// Whether a whoami's tags advertise the `x-errors` extension.
+pub fn has_errors_tag(tags: &str) -> bool {
+    tags.split(',').any(|t| t.trim() == ERRORS_TAG)
+}
+
 struct Reader<'a>(&'a [u8]);
 
 impl<'a> Reader<'a> {
@@ -138,5 +198,21 @@ mod tests {
         assert!(decode_ping(&[0, 5, b'a']).is_err());
         assert_eq!(decode_ping(&encode_ping("hello")).unwrap(), "hello");
         assert_eq!(hex::encode(encode_ping("hello")), "000568656c6c6f");
+    }
+
+    #[test]
+    fn error_payload_is_a_cbor_array_of_two_texts() {
+        let e = encode_error("KeyError", "no 'x'");
+        assert_eq!(hex::encode(&e), "82684b65794572726f72666e6f20277827");
+        assert_eq!(
+            decode_error(&e).unwrap(),
+            ("KeyError".into(), "no 'x'".into())
+        );
+        for cut in 0..e.len() {
+            assert!(decode_error(&e[..cut]).is_err(), "cut at {cut}");
+        }
+        assert!(decode_error(&[0x81, 0x60]).is_err());
+        assert!(has_errors_tag("gzip, x-errors"));
+        assert!(!has_errors_tag("gzip,x-errorsx"));
     }
 }

@@ -45,6 +45,9 @@ pub struct Settings {
     /// Closes the connection after this long without a received byte;
     /// `None` = never.
     pub idle_timeout: Option<Duration>,
+    /// Advertise the `x-errors` extension (docs/protocol.md §7); it is used
+    /// only when the peer's whoami advertises it too.
+    pub errors_ext: bool,
 }
 
 /// The largest opaque range a peer with default settings uses (ours are
@@ -74,6 +77,7 @@ impl Settings {
             request_timeout: Some(Duration::from_secs(30)),
             max_streams: DEFAULT_MAX_STREAMS,
             idle_timeout: None,
+            errors_ext: false,
         }
     }
 

@@ -141,6 +141,8 @@ pub struct Core<H: Handler> {
     /// one at a time, as many spinning threads would starve the reader.
     spinner: AtomicBool,
     silent_since: Mutex<Option<Instant>>,
+    /// Both sides advertised `x-errors` (set from the peer's whoami).
+    errors_ext: AtomicBool,
     reader: Mutex<Option<JoinHandle<()>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     reader_id: OnceLock<ThreadId>,
@@ -258,6 +260,7 @@ impl<H: Handler> Core<H> {
             waiters: AtomicUsize::new(0),
             spinner: AtomicBool::new(false),
             silent_since: Mutex::new(None),
+            errors_ext: AtomicBool::new(false),
             reader: Mutex::new(None),
             writer: Mutex::new(None),
             reader_id: OnceLock::new(),
@@ -334,8 +337,61 @@ impl<H: Handler> Core<H> {
             name: self.name.clone(),
             version: self.version,
             buffersize: self.settings.buffersize,
-            tags: self.settings.tags_csv(),
+            tags: self.own_tags(),
         }
+    }
+
+    /// Our whoami tags: the encodings we receive, then the extension's tag.
+    fn own_tags(&self) -> String {
+        let mut tags = self.settings.tags_csv();
+        if self.settings.errors_ext {
+            if !tags.is_empty() {
+                tags.push(',');
+            }
+            tags.push_str(builtin::ERRORS_TAG);
+        }
+        tags
+    }
+
+    /// Whether errors are reported to the peer (and read from it): both
+    /// sides advertised `x-errors`.
+    pub fn errors_ext(&self) -> bool {
+        self.errors_ext.load(Ordering::Acquire)
+    }
+
+    /// Notes the peer's whoami tags, from its whoami REQUEST or RESPONSE.
+    pub(crate) fn note_peer_tags(&self, tags: &str) {
+        if self.settings.errors_ext && builtin::has_errors_tag(tags) {
+            self.errors_ext.store(true, Ordering::Release);
+        }
+    }
+
+    /// Tells the peer, under the `x-errors` extension, that its REQUEST
+    /// (`kind` Request) or the stream it opened (`kind` StreamMsg) failed
+    /// here. Does nothing without the extension. Best effort: a full send
+    /// queue drops it (the requester then times out, as without it).
+    pub fn send_error(&self, kind: Kind, opaque: u64, type_name: &str, message: &str) {
+        if !self.errors_ext() || self.is_closed() {
+            return;
+        }
+        let data = builtin::encode_error(type_name, message);
+        let counter = match kind {
+            Kind::Request => &self.stats.n_txresp,
+            _ => &self.stats.n_txstream,
+        };
+        let urgency = if kind == Kind::Request {
+            Urgency::Direct
+        } else {
+            Urgency::Flush
+        };
+        let _ = self.send_msg(
+            kind,
+            opaque,
+            builtin::ERROR_ID,
+            Data::copied(&data),
+            urgency,
+            counter,
+        );
     }
 
     pub fn peer(&self) -> Option<Whoami> {
@@ -396,6 +452,7 @@ impl<H: Handler> Core<H> {
             }
         };
         let peer = Whoami::decode(&reply.data)?;
+        self.note_peer_tags(&peer.tags);
         self.outbox
             .set_encodings(peer_encodings(&peer.tags, &self.name));
         self.hs.lock().peer = Some(peer.clone());
@@ -847,7 +904,8 @@ fn reader_thread_request() -> Error {
 fn peer_encodings(tags: &str, name: &str) -> Vec<Encoding> {
     tags.split(',')
         .map(str::trim)
-        .filter(|t| !t.is_empty())
+        // An extension's tag is no encoding (and is known: no warning).
+        .filter(|t| !t.is_empty() && *t != builtin::ERRORS_TAG)
         .filter_map(|t| {
             let e = Encoding::from_name(t);
             if e.is_none() {

@@ -14,6 +14,7 @@ __all__ = [
     "StreamClosed",
     "SettingsError",
     "UsageError",
+    "RemoteError",
 ]
 
 
@@ -49,3 +50,19 @@ class SettingsError(GofastError, ValueError):
 
 class UsageError(GofastError, ValueError):
     """The call cannot be made this way (e.g. a reserved message id)."""
+
+
+class RemoteError(GofastError):
+    """The peer's handler failed: it raised, there was none for the message
+    id, or it returned without a reply. Raised by ``request()``, and by a
+    stream's ``recv()``/iteration (or found in ``stream.error``), only when
+    both sides advertise the ``x-errors`` extension (setting
+    ``errors.extension``; docs/protocol.md §7).
+
+    ``remote_type`` is the name of the peer's exception type (or
+    ``"NoHandler"``, ``"NoResponse"``), ``remote_message`` its message."""
+
+    def __init__(self, remote_type: str, remote_message: str) -> None:
+        super().__init__(f"{remote_type}: {remote_message}")
+        self.remote_type = remote_type
+        self.remote_message = remote_message

@@ -25,6 +25,9 @@ key                       default                meaning
 ``idle.timeout``          None                   seconds without a received byte (heartbeats
                                                  count) before the connection is closed
                                                  (None: never)
+``errors.extension``      False                  advertise ``x-errors`` (docs/protocol.md §9):
+                                                 with a peer that advertises it too, failed
+                                                 requests and streams raise ``RemoteError``
 ``chansize``              (ignored)              the Go reference's; accepted for porting
 ========================  =====================  ==========================================
 

@@ -29,10 +29,26 @@ Stream = _native.Stream
 StreamCallback = Callable[[BinMessage | None], object]
 """Gets each message the peer sends on a stream, then ``None`` once at its end."""
 
-Handler = Callable[["_native.Stream | None", BinMessage], StreamCallback | None]
+Handler = Callable[
+    ["_native.Stream | None", BinMessage],
+    StreamCallback | Message | Iterator[Message] | None,
+]
 """Called as ``handler(stream, msg)``: ``stream`` is None for a POST, the
 stream to ``respond()`` through for a REQUEST, and the new stream for a
-STREAM-START, where the handler returns the stream's callback (or None)."""
+STREAM-START.
+
+A REQUEST handler may return its reply (the same as ``respond(reply)``); one
+that neither returns nor sends a reply is reported: to the requester as a
+``RemoteError`` under the ``x-errors`` extension, else by one warning per
+message id on the ``gofast`` logger (a handler that answers later, from
+another thread, sees that warning once; under ``x-errors`` it must answer
+before it returns, as its requester has its ``RemoteError`` by then).
+
+A STREAM-START handler returns the stream's callback, or None, or is a
+generator function: its yields are sent on the stream and its end closes
+our side. The generator runs on a thread of its own (not the reader thread,
+so it may block between yields); messages the opener sends on such a stream
+are dropped, as for a handler that returns None."""
 
 DEFAULT_VERSION = Version64(1)
 HANDSHAKE_TIMEOUT = 10.0

@@ -14,6 +14,7 @@ pyo3::import_exception!(gofast.errors, OpaqueExhausted);
 pyo3::import_exception!(gofast.errors, StreamClosed);
 pyo3::import_exception!(gofast.errors, SettingsError);
 pyo3::import_exception!(gofast.errors, UsageError);
+pyo3::import_exception!(gofast.errors, RemoteError);
 
 impl From<Error> for PyErr {
     fn from(e: Error) -> PyErr {

@@ -2,7 +2,7 @@
 //! message id and calls it with the GIL, which it holds across a whole batch
 //! of frames. A handler's exception is logged and counted, never fatal.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,7 +14,8 @@ use pyo3::types::PyDict;
 
 use super::message::BinMessage;
 use super::stream::{PyStream, StreamSink};
-use crate::codec::Message;
+use crate::builtin::{self, ERROR_ID};
+use crate::codec::{Kind, Message};
 use crate::exchange::Origin;
 use crate::stats::Stats;
 use crate::transport::{Core, Dispatched, Handler};
@@ -31,6 +32,9 @@ pub struct PyHandler {
     batch_handlers: Mutex<HashMap<u64, PyCallable>>,
     /// Saves a lock per POST while nobody subscribed a batch handler.
     any_batch: AtomicBool,
+    /// Message ids whose REQUEST handler left a request unanswered, already
+    /// warned about (without `x-errors`: once per id, not per request).
+    warned_unanswered: Mutex<HashSet<u64>>,
 }
 
 impl PyHandler {
@@ -55,29 +59,77 @@ impl PyHandler {
         found.or_else(|| self.default.lock().clone())
     }
 
+    /// Calls the handler; its exception is reported (logged, counted) and
+    /// returned for the caller to tell the peer.
     fn call(
         &self,
+        py: Python<'_>,
         core: &Arc<Core<Self>>,
         handler: &PyCallable,
-        stream: Option<PyStream>,
+        stream: Option<&Py<PyStream>>,
         msg: &Message<'_>,
-    ) -> Option<Py<PyAny>> {
-        Python::attach(|py| {
-            let called = BinMessage::from_wire(py, msg).and_then(|m| {
-                let stream = match stream {
-                    Some(s) => Py::new(py, s)?.into_any(),
-                    None => py.None(),
-                };
-                handler.call1(py, (stream, m))
-            });
-            match called {
-                Ok(r) => Some(r),
-                Err(e) => {
-                    report(py, core, &format!("handler for message id {}", msg.id), e);
-                    None
-                }
-            }
+    ) -> Result<Py<PyAny>, PyErr> {
+        let called = BinMessage::from_wire(py, msg).and_then(|m| {
+            let stream = match stream {
+                Some(s) => s.clone_ref(py).into_any(),
+                None => py.None(),
+            };
+            handler.call1(py, (stream, m))
+        });
+        called.inspect_err(|e| {
+            report(
+                py,
+                core,
+                &format!("handler for message id {}", msg.id),
+                e.clone_ref(py),
+            )
         })
+    }
+
+    /// A REQUEST handler returned `returned`: a message is the reply; None
+    /// with no reply sent is reported, to the peer under `x-errors`, else
+    /// by a warning once per message id.
+    fn after_request(
+        &self,
+        py: Python<'_>,
+        core: &Arc<Core<Self>>,
+        stream: &Py<PyStream>,
+        opaque: u64,
+        id: u64,
+        returned: Py<PyAny>,
+    ) {
+        let stream = stream.bind(py);
+        if !returned.is_none(py) {
+            if let Err(e) = stream.call_method1("respond", (returned,)) {
+                report(
+                    py,
+                    core,
+                    &format!("reply of the handler for message id {id}"),
+                    e.clone_ref(py),
+                );
+                tell_peer(py, core, Kind::Request, opaque, &e);
+            }
+            return;
+        }
+        if stream.get().responded() {
+            return;
+        }
+        if core.errors_ext() {
+            let why = format!("the handler for message id {id} returned without a reply");
+            core.send_error(Kind::Request, opaque, "NoResponse", &why);
+            return;
+        }
+        let first = self.warned_unanswered.lock().insert(id);
+        if first {
+            warn(
+                py,
+                core,
+                &format!(
+                    "the handler for message id {id} returned without a reply (nor returned one); \
+                     its requester waits for its timeout (warned once per message id)"
+                ),
+            );
+        }
     }
 }
 
@@ -92,7 +144,9 @@ impl Handler for PyHandler {
         let Some(h) = self.lookup(msg.id) else {
             return Dispatched::NoHandler;
         };
-        self.call(core, &h, None, msg);
+        Python::attach(|py| {
+            let _ = self.call(py, core, &h, None, msg);
+        });
         Dispatched::Handled
     }
 
@@ -126,12 +180,20 @@ impl Handler for PyHandler {
         let Some(h) = self.lookup(msg.id) else {
             return Dispatched::NoHandler;
         };
-        self.call(
-            core,
-            &h,
-            Some(PyStream::for_request(core.clone(), opaque)),
-            msg,
-        );
+        Python::attach(|py| {
+            let stream = match Py::new(py, PyStream::for_request(core.clone(), opaque)) {
+                Ok(s) => s,
+                Err(e) => return report(py, core, "request stream", e),
+            };
+            match self.call(py, core, &h, Some(&stream), msg) {
+                Ok(r) => self.after_request(py, core, &stream, opaque, msg.id, r),
+                Err(e) => {
+                    if !stream.get().responded() {
+                        tell_peer(py, core, Kind::Request, opaque, &e);
+                    }
+                }
+            }
+        });
         Dispatched::Handled
     }
 
@@ -146,26 +208,54 @@ impl Handler for PyHandler {
         };
         let sink = StreamSink::new();
         let stream = PyStream::for_stream(core.clone(), opaque, Origin::Remote, sink.clone());
-        let Some(returned) = self.call(core, &h, Some(stream), msg) else {
-            // The handler failed: tell the peer this side is done.
-            let _ = core.stream_close(opaque, Origin::Remote);
-            return Ok(None);
-        };
         Python::attach(|py| {
+            let failed = |e: &PyErr| {
+                // Tell the peer this side is done (and why, under x-errors).
+                tell_peer(py, core, Kind::StreamMsg, opaque, e);
+                let _ = core.stream_close(opaque, Origin::Remote);
+                Ok(None)
+            };
+            let stream = match Py::new(py, stream) {
+                Ok(s) => s,
+                Err(e) => {
+                    report(py, core, "stream", e.clone_ref(py));
+                    return failed(&e);
+                }
+            };
+            let returned = match self.call(py, core, &h, Some(&stream), msg) {
+                Ok(r) => r,
+                Err(e) => return failed(&e),
+            };
             let r = returned.bind(py);
             if r.is_none() {
                 Ok(None)
+            } else if is_generator(py, r) {
+                // Driven on its own thread: the reader must not wait on it.
+                let started = py
+                    .import("gofast._drive")
+                    .and_then(|m| m.call_method1("start", (r, stream.bind(py))));
+                match started {
+                    Ok(_) => Ok(None),
+                    Err(e) => {
+                        report(py, core, "stream generator", e.clone_ref(py));
+                        failed(&e)
+                    }
+                }
             } else if r.is_callable() {
                 let _ = sink.callback.set(returned);
                 Ok(Some(sink))
             } else {
                 let e = pyo3::exceptions::PyTypeError::new_err(format!(
-                    "a stream handler must return a callable or None, not {}",
+                    "a stream handler must return a callable, a generator or None, not {}",
                     r.get_type()
                 ));
-                report(py, core, &format!("handler for message id {}", msg.id), e);
-                let _ = core.stream_close(opaque, Origin::Remote);
-                Ok(None)
+                report(
+                    py,
+                    core,
+                    &format!("handler for message id {}", msg.id),
+                    e.clone_ref(py),
+                );
+                failed(&e)
             }
         })
     }
@@ -176,6 +266,14 @@ impl Handler for PyHandler {
         callback: &Self::Callback,
         msg: Option<&Message<'_>>,
     ) {
+        if let Some(m) = msg.filter(|m| m.id == ERROR_ID && core.errors_ext()) {
+            // The peer's handler failed: the stream ends (its FINISH follows)
+            // with this error, never delivered as a message.
+            let err = builtin::decode_error(&m.data)
+                .unwrap_or_else(|e| ("ProtocolError".into(), e.to_string()));
+            let _ = callback.remote_error.set(err);
+            return;
+        }
         let Some(callback) = callback.callback.get() else {
             return; // registered without a callable: nothing listens
         };
@@ -225,26 +323,62 @@ impl Handler for PyHandler {
 
 static LOGGER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
+fn logger(py: Python<'_>) -> PyResult<&Py<PyAny>> {
+    LOGGER.get_or_try_init(py, || {
+        py.import("logging")?
+            .call_method1("getLogger", ("gofast",))
+            .map(Bound::unbind)
+    })
+}
+
+/// A generator object (a generator function's call): its yields are sent.
+fn is_generator(py: Python<'_>, obj: &Bound<'_, PyAny>) -> bool {
+    py.import("inspect")
+        .and_then(|m| m.call_method1("isgenerator", (obj,)))
+        .and_then(|b| b.is_truthy())
+        .unwrap_or(false)
+}
+
+/// Sends the peer, under `x-errors`, the type name and message of `err`.
+fn tell_peer(py: Python<'_>, core: &Core<PyHandler>, kind: Kind, opaque: u64, err: &PyErr) {
+    if !core.errors_ext() {
+        return;
+    }
+    let type_name = err
+        .get_type(py)
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "Exception".into());
+    let message = err
+        .value(py)
+        .str()
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    core.send_error(kind, opaque, &type_name, &message);
+}
+
+fn warn(py: Python<'_>, core: &Core<PyHandler>, what: &str) {
+    let logged = logger(py)
+        .and_then(|l| l.call_method1(py, "warning", ("gofast[%s]: %s", &core.name, what)));
+    if let Err(e) = logged {
+        e.print(py);
+    }
+}
+
 /// Logs a handler's exception (with its traceback) to the `gofast` logger
 /// and counts it in `n_handler_errors`.
 fn report(py: Python<'_>, core: &Core<PyHandler>, what: &str, err: PyErr) {
     Stats::incr(&core.stats.n_handler_errors);
-    let logged = LOGGER
-        .get_or_try_init(py, || {
-            py.import("logging")?
-                .call_method1("getLogger", ("gofast",))
-                .map(Bound::unbind)
-        })
-        .and_then(|logger| {
-            let kwargs = PyDict::new(py);
-            kwargs.set_item("exc_info", err.clone_ref(py).into_value(py))?;
-            logger.call_method(
-                py,
-                "error",
-                ("gofast[%s]: %s raised", &core.name, what),
-                Some(&kwargs),
-            )
-        });
+    let logged = logger(py).and_then(|logger| {
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("exc_info", err.clone_ref(py).into_value(py))?;
+        logger.call_method(
+            py,
+            "error",
+            ("gofast[%s]: %s raised", &core.name, what),
+            Some(&kwargs),
+        )
+    });
     if logged.is_err() {
         err.print(py);
     }

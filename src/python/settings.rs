@@ -46,6 +46,7 @@ pub fn to_dict<'py>(py: Python<'py>, s: &Settings) -> PyResult<Bound<'py, PyDict
     d.set_item("request.timeout", seconds(s.request_timeout))?;
     d.set_item("streams.max", s.max_streams)?;
     d.set_item("idle.timeout", seconds(s.idle_timeout))?;
+    d.set_item("errors.extension", s.errors_ext)?;
     Ok(d)
 }
 
@@ -75,6 +76,13 @@ fn int<T: TryFrom<u64>>(key: &str, v: &Bound<'_, PyAny>) -> PyResult<T> {
     T::try_from(n).map_err(|_| bad())
 }
 
+/// A yes/no setting: a bool, not any truthy value (a typo'd "no" is true).
+fn flag(key: &str, v: &Bound<'_, PyAny>) -> PyResult<bool> {
+    v.cast::<PyBool>().map(|b| b.is_true()).map_err(|_| {
+        SettingsError::new_err(format!("setting {key:?} takes True or False, not {v}"))
+    })
+}
+
 fn apply(s: &mut Settings, key: &str, v: &Bound<'_, PyAny>) -> PyResult<()> {
     match key {
         "buffersize" => s.buffersize = int(key, v)?,
@@ -89,6 +97,7 @@ fn apply(s: &mut Settings, key: &str, v: &Bound<'_, PyAny>) -> PyResult<()> {
         "request.timeout" => s.request_timeout = opt_duration(v)?,
         "streams.max" => s.max_streams = int(key, v)?,
         "idle.timeout" => s.idle_timeout = opt_duration(v)?,
+        "errors.extension" => s.errors_ext = flag(key, v)?,
         // The reference's channel size has no meaning here; accepted so that
         // settings written for the Go transport carry over unchanged.
         "chansize" => {}

@@ -7,11 +7,12 @@ use std::sync::{Arc, OnceLock};
 use pyo3::intern;
 use pyo3::prelude::*;
 
-use super::errors::{ConnectionClosed, Timeout, UsageError};
+use super::errors::{ConnectionClosed, RemoteError, Timeout, UsageError};
 use super::handler::PyHandler;
 use super::message::{lendable, message_parts};
 use super::transport::owned;
 use super::{send_message, send_or_wait};
+use crate::codec::Kind;
 use crate::exchange::Origin;
 use crate::transport::Core;
 
@@ -23,6 +24,8 @@ pub struct StreamSink {
     /// streams the peer opens.
     pub callback: OnceLock<Py<PyAny>>,
     pub cut: OnceLock<String>,
+    /// The peer's handler failed (`x-errors`): (type name, message).
+    pub remote_error: OnceLock<(String, String)>,
 }
 
 impl StreamSink {
@@ -30,6 +33,7 @@ impl StreamSink {
         Arc::new(StreamSink {
             callback: OnceLock::new(),
             cut: OnceLock::new(),
+            remote_error: OnceLock::new(),
         })
     }
 
@@ -101,8 +105,17 @@ impl PyStream {
         owned(&self.core)
     }
 
+    /// Whether `respond()` has answered the request.
+    pub fn responded(&self) -> bool {
+        self.responded.load(Ordering::Acquire)
+    }
+
     fn cut_error(&self) -> Option<PyErr> {
-        let why = self.sink.as_ref()?.cut.get()?;
+        let sink = self.sink.as_ref()?;
+        if let Some((t, m)) = sink.remote_error.get() {
+            return Some(RemoteError::new_err((t.clone(), m.clone())));
+        }
+        let why = sink.cut.get()?;
         Some(ConnectionClosed::new_err(format!(
             "stream {} was cut: connection closed: {why}",
             self.opaque
@@ -138,9 +151,10 @@ impl PyStream {
         self.role == Role::Request
     }
 
-    /// Why the stream ended early: a `ConnectionClosed` when the connection
-    /// ended before the peer closed its side; None while it runs or after
-    /// the peer closed it.
+    /// Why the stream ended early: a `RemoteError` when the peer's handler
+    /// failed (`x-errors` on both sides), a `ConnectionClosed` when the
+    /// connection ended before the peer closed its side; None while it runs
+    /// or after the peer closed it.
     #[getter]
     fn error(&self) -> Option<PyErr> {
         self.cut_error()
@@ -187,6 +201,16 @@ impl PyStream {
         })
     }
 
+    /// Ends a stream the peer opened because this side failed: tells the
+    /// peer (type name, message) under `x-errors`, then closes this side.
+    /// For `gofast._drive`, which runs generator stream handlers.
+    fn _fail(&self, type_name: &str, message: &str) -> PyResult<()> {
+        let origin = self.origin("_fail")?;
+        let core = self.core()?;
+        core.send_error(Kind::StreamMsg, self.opaque, type_name, message);
+        Ok(core.stream_close(self.opaque, origin)?)
+    }
+
     /// Closes this side of the stream (sends FINISH once; later calls do
     /// nothing). The stream is over when the peer has closed its side too.
     fn close(&self) -> PyResult<()> {
@@ -197,7 +221,8 @@ impl PyStream {
     /// The next message from the peer, or None once the peer has closed its
     /// side. Only for streams opened without a callback. `timeout` in
     /// seconds raises `Timeout` when nothing arrives in time; a stream cut
-    /// by the connection's end raises `ConnectionClosed`.
+    /// by the connection's end raises `ConnectionClosed`, one the peer's
+    /// handler failed (`x-errors`) `RemoteError`.
     #[pyo3(signature = (timeout = None))]
     fn recv(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
         let Some(inbox) = &self.inbox else {

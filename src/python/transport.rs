@@ -11,7 +11,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
-use super::errors::{SettingsError, Timeout, UsageError};
+use super::errors::{RemoteError, SettingsError, Timeout, UsageError};
 use super::handler::PyHandler;
 use super::message::{decode_as, lendable, message_parts, BinMessage};
 use super::settings;
@@ -124,10 +124,16 @@ impl PyTransport {
     }
 
     fn reply_object(
+        &self,
         py: Python<'_>,
         reply: OwnedMessage,
         response_type: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
+        if reply.id == builtin::ERROR_ID && self.inner.errors_ext() {
+            // The peer's handler failed (x-errors, docs/protocol.md §7).
+            let (t, m) = builtin::decode_error(&reply.data).map_err(Error::Protocol)?;
+            return Err(RemoteError::new_err((t, m)));
+        }
         let bytes = PyBytes::new(py, &reply.data);
         match response_type {
             Some(t) => Ok(decode_as(reply.id, &bytes, t)?.unbind()),
@@ -325,7 +331,7 @@ impl PyTransport {
         // The built-ins use reserved ids through round_trip; a user's may not.
         check_user_id(id)?;
         let reply = self.round_trip(py, id, data.as_bytes(), true, self.timeout(timeout)?)?;
-        Self::reply_object(py, reply, response_type)
+        self.reply_object(py, reply, response_type)
     }
 
     /// Sends all `msgs` as REQUESTs at once (pipelined: one wake-up of the
@@ -354,8 +360,13 @@ impl PyTransport {
         let mut replies = Vec::with_capacity(pending.len());
         for (i, p) in pending.iter().enumerate() {
             let first = py.detach(|| core.wait_response(p, signal_slice(deadline)));
-            match self.finish_wait(py, p, first, deadline, timeout) {
-                Ok(r) => replies.push(Self::reply_object(py, r, response_type)?),
+            // A reply that raises (RemoteError, a wrong type) ends the call
+            // like a timeout: the requests after it are given up.
+            let reply = self
+                .finish_wait(py, p, first, deadline, timeout)
+                .and_then(|r| self.reply_object(py, r, response_type));
+            match reply {
+                Ok(r) => replies.push(r),
                 Err(e) => {
                     pending[i + 1..].iter().for_each(|rest| core.expire(rest));
                     return Err(e);

@@ -223,14 +223,23 @@ impl<H: Handler> Core<H> {
             return;
         };
         match msg.id {
-            WHOAMI_ID => self.answer_whoami(f.opaque),
+            WHOAMI_ID => {
+                // The peer's own whoami: the extension may be on before our
+                // handshake's RESPONSE arrives.
+                if let Ok(w) = builtin::Whoami::decode(&msg.data) {
+                    self.note_peer_tags(&w.tags);
+                }
+                self.answer_whoami(f.opaque)
+            }
             PING_ID => self.answer_ping(f.opaque, &msg.data),
             id if builtin::is_reserved(id) => {
                 self.drop_frame(f, "REQUEST with a reserved message id")
             }
             id => {
                 if self.handler.on_request(self, f.opaque, &msg) == Dispatched::NoHandler {
-                    self.drop_frame(f, &format!("no handler for message id {id}"));
+                    let why = format!("no handler for message id {id}");
+                    self.send_error(Kind::Request, f.opaque, "NoHandler", &why);
+                    self.drop_frame(f, &why);
                 }
             }
         }
@@ -294,7 +303,9 @@ impl<H: Handler> Core<H> {
         match self.handler.on_stream_start(self, f.opaque, &msg) {
             Ok(callback) => self.ex.lock().set_callback(f.opaque, callback),
             Err(_) => {
-                self.drop_frame(f, &format!("no handler for message id {}", msg.id));
+                let why = format!("no handler for message id {}", msg.id);
+                self.send_error(Kind::StreamMsg, f.opaque, "NoHandler", &why);
+                self.drop_frame(f, &why);
                 // Tell the opener this side is done, or its stream (and
                 // opaque) would wait for our FINISH until the connection ends.
                 let _ = self.stream_close(f.opaque, Origin::Remote);
