@@ -146,6 +146,18 @@ def test_stop_closes_after_grace_when_work_never_finishes() -> None:
             reply.result(10)
 
 
+def test_a_returned_reply_is_not_left_in_flight() -> None:
+    """A request handler may return its reply instead of responding: the
+    request is over then, and stop() need not wait out its grace for it."""
+    s = gofast.Server(name="returns").subscribe(ECHO_ID, lambda _s, m: m).start()
+    c = dial(s)
+    assert c.request(BinMessage(ECHO_ID, b"back"), timeout=10).data == b"back"
+    t0 = time.monotonic()
+    s.stop(grace=30)
+    assert time.monotonic() - t0 < 10, "stop() waited for a request already answered"
+    c.close()
+
+
 def test_stop_waits_for_a_stream_the_peer_opened() -> None:
     def on_stream(stream: gofast.Stream | None, msg: BinMessage) -> Any:
         assert stream is not None

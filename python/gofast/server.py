@@ -112,10 +112,13 @@ def _counting(handler: Handler, counter: _Counter) -> Handler:
             return handler(stream, msg)
         counted = _CountedRequest(stream, counter)
         try:
-            return handler(counted, msg)  # type: ignore[arg-type]
+            reply = handler(counted, msg)  # type: ignore[arg-type]
         except BaseException:
             counted._finish()  # the handler failed: nothing will respond
             raise
+        if reply is not None:
+            counted._finish()  # a returned reply is the response, sent now
+        return reply
 
     return wrapped
 
