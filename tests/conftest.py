@@ -26,6 +26,12 @@ def wait_until(pred: Callable[[], bool], timeout: float = 10.0, what: str = "con
         time.sleep(0.002)
 
 
+def echo(stream: gofast.Stream | None, msg: gofast.BinMessage) -> None:
+    """A handler answering a request with its own message (POSTs: nothing)."""
+    if stream is not None:
+        stream.respond(msg)
+
+
 class Pair:
     """A dialing ``client`` and an accepting ``server`` transport, handshaken."""
 

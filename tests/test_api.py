@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 import gofast
-from conftest import wait_until
+from conftest import echo, wait_until
 from gofast import BinMessage
 
 POST_ID = 200
@@ -50,12 +50,6 @@ def wait_idle(a: gofast.Transport, b: gofast.Transport, timeout: float = 10.0) -
         )
 
     wait_until(idle, timeout, "both sides idle")
-
-
-def echo(stream: gofast.Stream | None, msg: BinMessage) -> None:
-    """Answers a request with its own message."""
-    if stream is not None:
-        stream.respond(msg)
 
 
 @pytest.fixture

@@ -14,18 +14,13 @@ from typing import Any
 import pytest
 
 import gofast
-from conftest import wait_until
+from conftest import echo, wait_until
 from gofast import BinMessage
 
 ECHO_ID = 600
 POST_ID = 601
 SILENT_ID = 602
 NESTED_ID = 603
-
-
-def echo(stream: gofast.Stream | None, msg: BinMessage) -> None:
-    if stream is not None:
-        stream.respond(msg)
 
 
 def run_threads(n: int, work: Callable[[int], object], timeout: float = 60) -> list[Any]:

@@ -19,17 +19,12 @@ from typing import Any
 import pytest
 
 import gofast
-from conftest import Collector, wait_until
+from conftest import Collector, echo, wait_until
 from gofast import BinMessage
 
 ECHO_ID = 300
 SLOW_ID = 301
 POST_ID = 302
-
-
-def echo(stream: gofast.Stream | None, msg: BinMessage) -> None:
-    if stream is not None:
-        stream.respond(msg)
 
 
 def dial(server: gofast.Server, name: str = "client") -> gofast.Transport:
