@@ -52,7 +52,7 @@ pub enum ProtocolError {
 pub enum Error {
     #[error("connection closed: {0}")]
     Closed(String),
-    #[error("no response within {0:?}")]
+    #[error("no response within {:.3}s", .0.as_secs_f64())]
     Timeout(Duration),
     #[error("all {capacity} opaques of the range are in use{}", held_by_timeouts(*.expired))]
     OpaqueExhausted { capacity: u64, expired: u64 },

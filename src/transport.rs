@@ -436,21 +436,8 @@ impl<H: Handler> Core<H> {
         self.start_reader()?;
         let ours = self.whoami().encode();
         let pending = self.send_request(WHOAMI_ID, &ours, false, between)?;
-        let reply = loop {
-            let slice = (Instant::now() + WAKE_EVERY).min(deadline);
-            if let Some(reply) = self.wait_response(&pending, Some(slice)) {
-                break reply?;
-            }
-            // A late whoami keeps its opaque, as any timed-out request's.
-            if Instant::now() >= deadline {
-                self.expire(&pending);
-                return Err(Error::Timeout(timeout));
-            }
-            if let Err(e) = between() {
-                self.expire(&pending);
-                return Err(e);
-            }
-        };
+        // A late whoami keeps its opaque, as any timed-out request's.
+        let reply = self.await_response(&pending, Some((deadline, timeout)), between)?;
         let peer = Whoami::decode(&reply.data)?;
         self.note_peer_tags(&peer.tags);
         self.outbox
@@ -664,6 +651,33 @@ impl<H: Handler> Core<H> {
         let r = p.slot.wait(deadline);
         self.waiters.fetch_sub(1, Ordering::AcqRel);
         r
+    }
+
+    /// Waits for the RESPONSE, running `between` every `WAKE_EVERY` (the
+    /// Python front end checks for signals there). Past `limit` (the
+    /// deadline, and the timeout it came from) or when `between` fails, the
+    /// request is given up (`expire`).
+    pub fn await_response(
+        &self,
+        p: &PendingRequest,
+        limit: Option<(Instant, Duration)>,
+        between: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<OwnedMessage> {
+        loop {
+            let slice = Instant::now() + WAKE_EVERY;
+            let until = limit.map_or(slice, |(d, _)| d.min(slice));
+            if let Some(reply) = self.wait_response(p, Some(until)) {
+                return reply;
+            }
+            if let Some((_, timeout)) = limit.filter(|(d, _)| Instant::now() >= *d) {
+                self.expire(p);
+                return Err(Error::Timeout(timeout));
+            }
+            if let Err(e) = between() {
+                self.expire(p);
+                return Err(e);
+            }
+        }
     }
 
     /// The requester gives up; a late RESPONSE will be dropped.

@@ -11,7 +11,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
-use super::errors::{RemoteError, SettingsError, Timeout, UsageError};
+use super::errors::{RemoteError, SettingsError, UsageError};
 use super::handler::PyHandler;
 use super::message::{decode_as, lendable, message_parts, BinMessage};
 use super::settings;
@@ -20,10 +20,7 @@ use super::{deadline_after, detach_checked, send_message, send_or_wait};
 use crate::builtin::{self, Whoami, PING_ID, WHOAMI_ID};
 use crate::errors::Error;
 use crate::exchange::{Origin, OwnedMessage};
-use crate::transport::{Core, PendingRequest};
-
-/// How often a blocked call wakes to let Python see Ctrl-C.
-const SIGNAL_CHECK: Duration = Duration::from_millis(50);
+use crate::transport::Core;
 
 /// The native half of `gofast.Transport`, which subclasses it: one gofast
 /// connection, with its reader and writer threads.
@@ -86,41 +83,11 @@ impl PyTransport {
     ) -> PyResult<OwnedMessage> {
         let core = self.core()?;
         check_receiving(core)?;
-        let deadline = timeout.map(|t| Instant::now() + t);
-        let (pending, first) = detach_checked(py, |check| -> Result<(PendingRequest, _), Error> {
+        let limit = timeout.map(|t| (Instant::now() + t, t));
+        detach_checked(py, |check| {
             let p = core.send_request(id, data, compress, check)?;
-            let r = core.wait_response(&p, signal_slice(deadline));
-            Ok((p, r))
-        })?;
-        self.finish_wait(py, &pending, first, deadline, timeout)
-    }
-
-    /// Waits out a sent request: without the GIL, waking now and then for
-    /// signals; a timeout or a signal leaves the opaque quarantined.
-    fn finish_wait(
-        &self,
-        py: Python<'_>,
-        pending: &PendingRequest,
-        mut reply: Option<Result<OwnedMessage, Error>>,
-        deadline: Option<Instant>,
-        timeout: Option<Duration>,
-    ) -> PyResult<OwnedMessage> {
-        let core = &self.inner;
-        loop {
-            if let Some(r) = reply {
-                return Ok(r?);
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                core.expire(pending);
-                let t = timeout.unwrap_or_default().as_secs_f64();
-                return Err(Timeout::new_err(format!("no response within {t:.3}s")));
-            }
-            if let Err(e) = py.check_signals() {
-                core.expire(pending);
-                return Err(e);
-            }
-            reply = py.detach(|| core.wait_response(pending, signal_slice(deadline)));
-        }
+            core.await_response(&p, limit, check)
+        })
     }
 
     fn reply_object(
@@ -147,12 +114,6 @@ impl PyTransport {
             .into_any()),
         }
     }
-}
-
-/// The next time a blocked call wakes to let Python see Ctrl-C.
-fn signal_slice(deadline: Option<Instant>) -> Option<Instant> {
-    let next = Instant::now() + SIGNAL_CHECK;
-    Some(deadline.map_or(next, |d| d.min(next)))
 }
 
 #[pymethods]
@@ -351,19 +312,16 @@ impl PyTransport {
             check_user_id(id)?;
             parts.push((id, data));
         }
-        let timeout = self.timeout(timeout)?;
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let limit = self.timeout(timeout)?.map(|t| (Instant::now() + t, t));
         let frames: Vec<(u64, &[u8])> = parts.iter().map(|(id, d)| (*id, d.as_bytes())).collect();
         let core = self.core()?;
         check_receiving(core)?;
         let pending = detach_checked(py, |check| core.send_requests(&frames, check))?;
         let mut replies = Vec::with_capacity(pending.len());
         for (i, p) in pending.iter().enumerate() {
-            let first = py.detach(|| core.wait_response(p, signal_slice(deadline)));
             // A reply that raises (RemoteError, a wrong type) ends the call
             // like a timeout: the requests after it are given up.
-            let reply = self
-                .finish_wait(py, p, first, deadline, timeout)
+            let reply = detach_checked(py, |check| core.await_response(p, limit, check))
                 .and_then(|r| self.reply_object(py, r, response_type));
             match reply {
                 Ok(r) => replies.push(r),
