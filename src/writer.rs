@@ -297,11 +297,7 @@ impl Outbox {
             }
         }
         let flushed = g.buf.is_empty() && !g.writing;
-        let released = release(&mut g);
-        self.writer_cv.notify_all();
-        self.room_cv.notify_all();
-        drop(g);
-        drop(released);
+        self.stop(g);
         flushed
     }
 
@@ -311,6 +307,13 @@ impl Outbox {
         if g.closed.is_none() {
             g.closed = Some(reason.to_string());
         }
+        self.stop(g);
+    }
+
+    /// Stops the writer thread and wakes every waiter; what the closed
+    /// outbox held is dropped after the lock (lent frames hold Python
+    /// objects).
+    fn stop(&self, mut g: MutexGuard<'_, State>) {
         let released = release(&mut g);
         self.writer_cv.notify_all();
         self.room_cv.notify_all();
@@ -473,11 +476,11 @@ fn encode_into(g: &mut State, out: Out<'_>) {
     }
 }
 
-/// Stops the writer thread and takes out everything a closed outbox no
-/// longer needs (queued frames, buffers, compressor state), for the caller
-/// to drop after unlocking: lent frames hold Python objects.
+/// What a closed outbox no longer needs: queued frames, buffers,
+/// compressor state and its hold on the socket.
 type Released = (Queue, Vec<u8>, Scratch, Option<Arc<TcpStream>>);
 
+/// Marks the writer thread to stop and takes out what it `Released`.
 fn release(g: &mut State) -> Released {
     g.stop_thread = true;
     g.heartbeat = None;
