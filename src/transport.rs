@@ -759,6 +759,11 @@ impl<H: Handler> Core<H> {
         if self.is_closed() {
             return Ok(());
         }
+        self.send_finish(opaque)
+    }
+
+    /// Queues a FINISH frame for `opaque` and counts it.
+    pub(super) fn send_finish(&self, opaque: u64) -> Result<()> {
         self.push(Out::Finish { opaque }, Urgency::Flush)?;
         Stats::incr(&self.stats.n_tx);
         Stats::incr(&self.stats.n_txfin);

@@ -290,13 +290,7 @@ impl<H: Handler> Core<H> {
                 // Not kept, so a peer cannot grow the table without bound;
                 // the FINISH ends the stream for the opener.
                 self.drop_frame(f, &format!("STREAM-START beyond streams.max ({max})"));
-                if self
-                    .push(Out::Finish { opaque: f.opaque }, Urgency::Flush)
-                    .is_ok()
-                {
-                    Stats::incr(&self.stats.n_tx);
-                    Stats::incr(&self.stats.n_txfin);
-                }
+                let _ = self.send_finish(f.opaque);
                 return;
             }
         }
