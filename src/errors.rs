@@ -59,7 +59,10 @@ pub enum Error {
     #[error("protocol error: {0}")]
     Protocol(#[from] ProtocolError),
     #[error("i/o error: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
+    /// The TLS handshake failed, or the peer's TLS records broke.
+    #[error("{0}")]
+    Tls(String),
     #[error("invalid settings: {0}")]
     Settings(String),
     #[error("{0}")]
@@ -69,6 +72,20 @@ pub enum Error {
     /// A wait's caller asked to stop (Ctrl-C); it holds the real reason.
     #[error("interrupted")]
     Interrupted,
+}
+
+impl From<std::io::Error> for Error {
+    /// A TLS failure travels the read path as an `io::Error`; it is told
+    /// apart here so the caller sees a TLS error, not a socket error.
+    fn from(e: std::io::Error) -> Error {
+        let tls = e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<crate::io::tls::TlsFailure>());
+        match tls {
+            Some(t) => Error::Tls(t.0.clone()),
+            None => Error::Io(e),
+        }
+    }
 }
 
 fn held_by_timeouts(expired: u64) -> String {

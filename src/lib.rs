@@ -3,6 +3,7 @@
 //! * `codec`     — bytes ⇄ frames (docs/protocol.md §1), compression.
 //! * `exchange`  — which exchange a frame belongs to; opaque lifetimes.
 //! * `opaque`    — the pool of opaque values.
+//! * `io`        — byte streams: TCP or Unix sockets, TLS over either.
 //! * `readbuf`   — the reader's receive buffer.
 //! * `writer`    — the batching writer and its thread.
 //! * `transport` — one connection: reader thread, handshake, exchanges.
@@ -15,6 +16,7 @@ pub mod builtin;
 pub mod codec;
 pub mod errors;
 pub mod exchange;
+pub mod io;
 pub mod log_limit;
 pub mod opaque;
 pub mod readbuf;

@@ -12,6 +12,9 @@ pub struct ReadBuf {
     start: usize,
     initial: usize,
     max: usize,
+    /// How much of the allocation is known initialised (for `fill_via`,
+    /// whose reader writes into a `&mut [u8]`): zeroed once, then reused.
+    init: usize,
 }
 
 impl ReadBuf {
@@ -22,6 +25,7 @@ impl ReadBuf {
             start: 0,
             initial,
             max: max.max(initial),
+            init: 0,
         }
     }
 
@@ -61,6 +65,33 @@ impl ReadBuf {
         let n = self.recv_spare(fd, usize::MAX, flags)?;
         // SAFETY: recv initialised exactly these n bytes of spare capacity.
         unsafe { self.buf.set_len(self.buf.len() + n) };
+        Ok(n)
+    }
+
+    /// Reads once through `read` (a TLS session's plaintext) into at most
+    /// `chunk` bytes of the free space, making room first.
+    pub fn fill_via(
+        &mut self,
+        chunk: usize,
+        read: impl FnOnce(&mut [u8]) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        self.make_room();
+        let len = self.buf.len();
+        let want = (self.buf.capacity() - len).min(chunk);
+        if self.init < len + want {
+            let from = self.init.saturating_sub(len);
+            for b in &mut self.buf.spare_capacity_mut()[from..want] {
+                b.write(0);
+            }
+            self.init = len + want;
+        }
+        // SAFETY: these `want` bytes past len lie within the capacity and
+        // are initialised (just above, or by an earlier fill of this
+        // allocation).
+        let dst = unsafe { std::slice::from_raw_parts_mut(self.buf.as_mut_ptr().add(len), want) };
+        let n = read(dst)?.min(want);
+        // SAFETY: the reader wrote (and the bytes were initialised anyway).
+        unsafe { self.buf.set_len(len + n) };
         Ok(n)
     }
 
@@ -115,6 +146,7 @@ impl ReadBuf {
             self.start = 0;
             if self.buf.capacity() > self.initial && last_read < self.initial {
                 self.buf = Vec::with_capacity(self.initial);
+                self.init = 0;
             }
         }
     }
@@ -133,6 +165,8 @@ impl ReadBuf {
             // Never clamp(): it panics should cap + 1 exceed the bound.
             let want = (cap * 2).min(self.max + 64).max(cap + 1);
             self.buf.reserve_exact(want - self.buf.len());
+            // A new allocation holds only what was copied over.
+            self.init = self.buf.len();
         }
     }
 }

@@ -30,7 +30,7 @@
 //! Nesting order, outer first: `read` → `ex` → `Slot`; `read` → `Outbox`
 //! state. Every other lock is a leaf: nothing is locked while it is held.
 
-use std::net::{Shutdown, SocketAddr, TcpStream};
+
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::{JoinHandle, ThreadId};
@@ -43,6 +43,7 @@ use crate::codec::compress::Encoding;
 use crate::codec::{Kind, Message};
 use crate::errors::{Error, ProtocolError, Result};
 use crate::exchange::{Exchanges, Origin, OwnedMessage, Slot};
+use crate::io::{Address, Link, PeerCertificate};
 use crate::log_limit::LogLimit;
 use crate::opaque::OpaquePool;
 use crate::readbuf::ReadBuf;
@@ -120,10 +121,15 @@ pub struct Core<H: Handler> {
     /// For shutdown(); taken out at close. The reader thread, the writer
     /// and the read side each hold a clone while they may use the fd, so
     /// it closes when the last of them lets go, never under a user.
-    sock: Mutex<Option<Arc<TcpStream>>>,
+    sock: Mutex<Option<Arc<Link>>>,
     /// Known from the start, so they stay known after the peer has gone.
-    local_addr: Option<SocketAddr>,
-    peer_addr: Option<SocketAddr>,
+    local_addr: Option<Address>,
+    peer_addr: Option<Address>,
+    /// Set once the link is ready for gofast frames: at once for a plain
+    /// socket, after the TLS handshake (in `handshake()`) for TLS. Held by
+    /// a thread running that TLS handshake; a leaf lock.
+    link_ready: Mutex<bool>,
+    tls: bool,
     /// `FORKS` when this transport was made: in a forked child it differs,
     /// and the transport is inert (its threads and socket are the parent's).
     fork_gen: u64,
@@ -156,7 +162,7 @@ pub struct Core<H: Handler> {
 struct ReadSide {
     buf: ReadBuf,
     /// `None` once closed: requesters then leave the socket alone.
-    sock: Option<Arc<TcpStream>>,
+    sock: Option<Arc<Link>>,
 }
 
 /// How many times this process is a fork()ed child of the one that made
@@ -218,17 +224,17 @@ impl<H: Handler> Core<H> {
     /// message can arrive.
     pub fn new(
         name: &str,
-        sock: TcpStream,
+        link: Link,
         version: u64,
         settings: Settings,
         handler: H,
     ) -> Result<Arc<Self>> {
         settings.validate()?;
         watch_forks();
-        sock.set_nonblocking(false)?;
-        sock.set_nodelay(true)?;
-        let (local_addr, peer_addr) = (sock.local_addr().ok(), sock.peer_addr().ok());
-        let sock = Arc::new(sock);
+        link.socket.configure()?;
+        let (local_addr, peer_addr) = (link.socket.local_addr(), link.socket.peer_addr());
+        let tls = link.is_tls();
+        let sock = Arc::new(link);
         let stats = Arc::new(Stats::default());
         let (buffersize, max_frame) = (settings.buffersize as usize, settings.max_frame);
         let pool = OpaquePool::new(settings.opaque_start, settings.opaque_end)?;
@@ -247,8 +253,10 @@ impl<H: Handler> Core<H> {
             stats,
             outbox: outbox.clone(),
             sock: Mutex::new(Some(sock.clone())),
-            local_addr,
-            peer_addr,
+            local_addr: local_addr.clone(),
+            peer_addr: peer_addr.clone(),
+            link_ready: Mutex::new(!tls),
+            tls,
             fork_gen: FORKS.load(Ordering::Relaxed),
             version,
             ex: Mutex::new(Exchanges::new(pool)),
@@ -284,9 +292,10 @@ impl<H: Handler> Core<H> {
             .spawn(move || outbox.run_writer())?;
         *core.writer.lock() = Some(writer);
         log::info!(
-            "gofast[{name}]: connected, local {}, peer {}",
-            fmt_addr(local_addr),
-            fmt_addr(peer_addr)
+            "gofast[{name}]: connected{}, local {}, peer {}",
+            if tls { " (TLS to follow)" } else { "" },
+            fmt_addr(local_addr.as_ref()),
+            fmt_addr(peer_addr.as_ref())
         );
         Ok(core)
     }
@@ -310,12 +319,23 @@ impl<H: Handler> Core<H> {
         self.reader_id.get().is_some() // no lock: this is on every request
     }
 
-    pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.local_addr
+    pub fn local_addr(&self) -> Option<&Address> {
+        self.local_addr.as_ref()
     }
 
-    pub fn peer_addr(&self) -> Option<SocketAddr> {
-        self.peer_addr
+    pub fn peer_addr(&self) -> Option<&Address> {
+        self.peer_addr.as_ref()
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    /// The peer's certificate, once a TLS handshake has checked it (None
+    /// without TLS, or when the peer presented none).
+    pub fn peer_certificate(&self) -> Option<PeerCertificate> {
+        let sock = self.sock.lock().clone();
+        sock.and_then(|l| l.tls.as_ref().and_then(|t| t.peer_certificate()))
     }
 
     /// False in a fork()ed child: the transport belongs to the parent,
@@ -328,7 +348,7 @@ impl<H: Handler> Core<H> {
     /// its users have let go.
     fn shutdown_socket(&self) {
         if let Some(sock) = &*self.sock.lock() {
-            let _ = sock.shutdown(Shutdown::Both);
+            let _ = sock.socket.shutdown();
         }
     }
 
@@ -433,6 +453,7 @@ impl<H: Handler> Core<H> {
         between: &mut dyn FnMut() -> Result<()>,
     ) -> Result<Whoami> {
         let deadline = Instant::now() + timeout;
+        self.ready_link(deadline, timeout, between)?;
         self.start_reader()?;
         let ours = self.whoami().encode();
         let pending = self.send_request(WHOAMI_ID, &ours, false, between)?;
@@ -470,6 +491,53 @@ impl<H: Handler> Core<H> {
                 return Err(Error::Timeout(timeout));
             }
             between()?;
+        }
+    }
+
+    /// Runs the TLS handshake, once, before any gofast frame; a failure
+    /// closes the transport (the peer learns from the alert rustls sent).
+    fn ready_link(
+        self: &Arc<Self>,
+        deadline: Instant,
+        timeout: Duration,
+        between: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<()> {
+        let mut ready = self.link_ready.lock();
+        if *ready {
+            return Ok(());
+        }
+        if self.is_closed() {
+            return Err(Error::Closed(self.close_reason()));
+        }
+        let link = self.sock.lock().clone();
+        let Some(link) = link else {
+            return Err(Error::Closed(self.close_reason()));
+        };
+        let Some(tls) = &link.tls else {
+            *ready = true;
+            return Ok(());
+        };
+        match tls.handshake(&link.socket, deadline, timeout, WAKE_EVERY, between) {
+            Ok(()) => {
+                *ready = true;
+                drop(ready);
+                self.outbox.open();
+                let peer = tls.peer_certificate();
+                log::info!(
+                    "gofast[{}]: TLS established, peer certificate {:?}",
+                    self.name,
+                    peer.as_ref().map_or("none", |p| p.subject.as_str())
+                );
+                Ok(())
+            }
+            Err(e) => {
+                drop(ready);
+                drop(link);
+                let why = e.to_string();
+                log::warn!("gofast[{}]: {why}", self.name);
+                self.close(&why);
+                Err(e)
+            }
         }
     }
 
@@ -796,7 +864,10 @@ impl<H: Handler> Core<H> {
         }
         let _ = self.close_reason.set(reason.to_string());
         if !self.closed.swap(true, Ordering::AcqRel) {
-            self.outbox.close(reason, CLOSE_LINGER);
+            let flushed = self.outbox.close(reason, CLOSE_LINGER);
+            if flushed {
+                self.say_close_notify();
+            }
             self.shutdown_socket();
             self.hs_cv.notify_all();
             // A running reader sees the shutdown and finishes the close
@@ -811,6 +882,19 @@ impl<H: Handler> Core<H> {
                 let _ = h.join();
             }
             self.join_writer();
+        }
+    }
+
+    /// Ends TLS properly (close_notify) once the writer has stopped; only
+    /// when the TLS handshake is done (`link_ready`; `try_lock`: a thread
+    /// still in that handshake holds it, and the shutdown wakes it).
+    fn say_close_notify(&self) {
+        let ready = self.link_ready.try_lock().is_some_and(|r| *r);
+        let link = self.sock.lock().clone();
+        if let (true, Some(link)) = (ready && self.tls, link) {
+            if let Some(tls) = &link.tls {
+                tls.send_close_notify(link.fd());
+            }
         }
     }
 
@@ -885,7 +969,7 @@ impl<H: Handler> Core<H> {
 }
 
 /// An address for a log line; "?" when the socket could not tell.
-fn fmt_addr(a: Option<SocketAddr>) -> String {
+fn fmt_addr(a: Option<&Address>) -> String {
     a.map_or_else(|| "?".to_string(), |a| a.to_string())
 }
 

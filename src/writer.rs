@@ -26,8 +26,6 @@
 mod queue;
 
 use std::cell::Cell;
-use std::net::TcpStream;
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,6 +34,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 use crate::builtin::{encode_heartbeat, HEARTBEAT_ID};
 use crate::codec::{encode_finish, Encoding, Kind, Scratch};
 use crate::errors::{Error, Result};
+use crate::io::Link;
 use crate::stats::Stats;
 use queue::Queue;
 pub use queue::{Data, Lender, LEND_MIN};
@@ -97,7 +96,11 @@ struct State {
     post_opaque: u64,
     /// The connection; a writer clones it for the duration of a write, and
     /// closing takes it out, so the fd closes once the last write is done.
-    sock: Option<Arc<TcpStream>>,
+    sock: Option<Arc<Link>>,
+    /// Nothing is written until `open()`: a TLS link's handshake runs first.
+    held: bool,
+    /// The reader left rustls with records to send (a key update, an alert).
+    kicked: bool,
     /// The reader is dispatching a batch that runs no handler, and will
     /// write what is due when it ends: a REQUEST queued meanwhile rides
     /// along in that write instead of costing its own system call.
@@ -113,6 +116,10 @@ pub struct Outbox {
     stats: Arc<Stats>,
     batchsize: usize,
     max_pending: usize,
+    /// Callers may write themselves (`Urgency::Direct`, the reader after a
+    /// batch). Not over TLS: there only the writer thread sends, in the
+    /// order the records were made (io/tls.rs).
+    direct: bool,
 }
 
 /// Largest buffer kept once the queue is idle. While senders keep it busy,
@@ -123,7 +130,7 @@ const KEEP_CAPACITY: usize = 256 * 1024;
 
 impl Outbox {
     pub fn new(
-        sock: Arc<TcpStream>,
+        sock: Arc<Link>,
         stats: Arc<Stats>,
         batchsize: usize,
         max_pending: usize,
@@ -131,6 +138,7 @@ impl Outbox {
         gzip_level: u32,
         post_opaque: u64,
     ) -> Self {
+        let tls = sock.is_tls();
         Outbox {
             state: Mutex::new(State {
                 buf: Queue::default(),
@@ -149,13 +157,31 @@ impl Outbox {
                 post_opaque,
                 reader_flushes_soon: false,
                 sock: Some(sock),
+                held: tls,
+                kicked: false,
             }),
             writer_cv: Condvar::new(),
             room_cv: Condvar::new(),
             stats,
             batchsize,
             max_pending,
+            direct: !tls,
         }
+    }
+
+    /// Lets queued frames out (after a TLS handshake).
+    pub fn open(&self) {
+        let mut g = self.state.lock();
+        g.held = false;
+        g.due |= !g.buf.is_empty();
+        drop(g);
+        self.writer_cv.notify_one();
+    }
+
+    /// Has the writer thread send what rustls has queued by itself.
+    pub fn kick(&self) {
+        self.state.lock().kicked = true;
+        self.writer_cv.notify_one();
     }
 
     /// Encodings to apply to what we send from now on (the peer's tags).
@@ -205,7 +231,7 @@ impl Outbox {
             if urgency == Urgency::Direct && g.reader_flushes_soon {
                 return Ok(true);
             }
-            if urgency == Urgency::Direct {
+            if urgency == Urgency::Direct && self.direct {
                 drop(self.write_out(g, false));
             } else {
                 drop(g);
@@ -262,7 +288,7 @@ impl Outbox {
         CORKED.set(outer);
         let mut g = self.state.lock();
         g.reader_flushes_soon = false;
-        if g.due && !g.writing && !g.buf.is_empty() {
+        if g.due && !g.writing && !g.buf.is_empty() && self.direct {
             drop(self.write_out(g, false));
         } else if !g.buf.is_empty() {
             drop(g);
@@ -291,7 +317,8 @@ impl Outbox {
         }
         g.due = true;
         self.writer_cv.notify_one();
-        while (!g.buf.is_empty() || g.writing) && !g.stop_thread {
+        // Held (a TLS handshake never finished): nothing can go out.
+        while (!g.buf.is_empty() || g.writing) && !g.stop_thread && !g.held {
             if self.room_cv.wait_until(&mut g, deadline).timed_out() {
                 break;
             }
@@ -352,7 +379,8 @@ impl Outbox {
                     g.due = true;
                 }
             }
-            if g.due && !g.writing && !g.buf.is_empty() {
+            let wanted = (g.due && !g.buf.is_empty()) || g.kicked;
+            if wanted && !g.writing && !g.held {
                 g = self.write_out(g, true);
                 continue;
             }
@@ -377,7 +405,11 @@ impl Outbox {
         mut g: MutexGuard<'a, State>,
         blocking: bool,
     ) -> MutexGuard<'a, State> {
+        if g.held {
+            return g; // `open()` hands the queue to the writer thread
+        }
         loop {
+            g.kicked = false;
             let Some(sock) = g.sock.clone() else {
                 break; // closed: `release` took the queue too
             };
@@ -388,7 +420,10 @@ impl Outbox {
             g.oldest = None;
             g.writing = true;
             let (result, unsent, used) = MutexGuard::unlocked(&mut g, || {
-                let result = data.send(sock.as_raw_fd(), blocking);
+                let result = match &sock.tls {
+                    None => data.send(sock.fd(), blocking),
+                    Some(tls) => tls.send(sock.fd(), &mut |put| data.pieces(put)),
+                };
                 let unsent = match result {
                     Ok(n) if n < data.len() => Some(data.unsent(n)),
                     _ => None,
@@ -452,7 +487,7 @@ impl Outbox {
     fn fail_write(&self, g: &mut State, why: &str) -> Queue {
         g.closed.get_or_insert_with(|| why.to_string());
         if let Some(sock) = &g.sock {
-            let _ = sock.shutdown(std::net::Shutdown::Both);
+            let _ = sock.socket.shutdown();
         }
         std::mem::take(&mut g.buf)
     }
@@ -478,7 +513,7 @@ fn encode_into(g: &mut State, out: Out<'_>) {
 
 /// What a closed outbox no longer needs: queued frames, buffers,
 /// compressor state and its hold on the socket.
-type Released = (Queue, Vec<u8>, Scratch, Option<Arc<TcpStream>>);
+type Released = (Queue, Vec<u8>, Scratch, Option<Arc<Link>>);
 
 /// Marks the writer thread to stop and takes out what it `Released`.
 fn release(g: &mut State) -> Released {
@@ -518,7 +553,7 @@ mod tests {
     use super::*;
     use crate::codec::plain_frame;
     use std::io::Read;
-    use std::net::TcpListener;
+    use std::net::{TcpListener, TcpStream};
     use std::sync::atomic::Ordering::Relaxed;
 
     /// An outbox writing into one end of a loopback connection (no writer
@@ -529,7 +564,8 @@ mod tests {
         let ours = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (theirs, _) = listener.accept().unwrap();
         let stats = Arc::new(Stats::default());
-        let outbox = Outbox::new(Arc::new(ours), stats, 1, 1 << 20, None, 1, 1);
+        let link = Arc::new(Link::plain(crate::io::Socket::Tcp(ours)));
+        let outbox = Outbox::new(link, stats, 1, 1 << 20, None, 1, 1);
         (Arc::new(outbox), theirs)
     }
 

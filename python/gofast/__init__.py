@@ -27,19 +27,31 @@ from .errors import (
     SettingsError,
     StreamClosed,
     Timeout,
+    TLSError,
     UsageError,
 )
 from .message import RESERVED_IDS, CborMessage, Message, MessageType
 from .server import Server
 from .settings import default_settings
 from .stats_http import StatsServer, serve_stats, transport_names
-from .transport import Handler, Listener, Stream, StreamCallback, Transport, Whoami, listen
+from .tls import TLS
+from .transport import (
+    Address,
+    Handler,
+    Listener,
+    Stream,
+    StreamCallback,
+    Transport,
+    Whoami,
+    listen,
+)
 from .version import Version64
 
 # One version, Cargo.toml's: maturin writes it into the distribution's metadata.
 __version__: str = _dist_version("gofast-transport")
 
 __all__ = [
+    "Address",
     "BinMessage",
     "CborMessage",
     "ConnectionClosed",
@@ -58,6 +70,8 @@ __all__ = [
     "StreamCallback",
     "StatsServer",
     "StreamClosed",
+    "TLS",
+    "TLSError",
     "Timeout",
     "Transport",
     "UsageError",

@@ -15,6 +15,7 @@ __all__ = [
     "SettingsError",
     "UsageError",
     "RemoteError",
+    "TLSError",
 ]
 
 
@@ -24,6 +25,13 @@ class GofastError(Exception):
 
 class ConnectionClosed(GofastError, ConnectionError):
     """The connection is closed, or closed while the call waited."""
+
+
+class TLSError(ConnectionClosed):
+    """The TLS handshake failed (an untrusted, expired or wrong-name
+    certificate, a missing client certificate, a peer that does not speak
+    TLS), or the peer's TLS records broke; the connection is closed. The
+    message says which, and what to change."""
 
 
 class ProtocolError(GofastError):

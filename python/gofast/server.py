@@ -38,7 +38,15 @@ from typing import Any, Self
 from . import _native  # noqa: F401  (Handler names "_native.Stream": pdoc resolves it here)
 from .errors import ConnectionClosed, UsageError
 from .message import BinMessage, _check_id
-from .transport import DEFAULT_VERSION, HANDSHAKE_TIMEOUT, Handler, Listener, Transport
+from .tls import TLS
+from .transport import (
+    DEFAULT_VERSION,
+    HANDSHAKE_TIMEOUT,
+    Address,
+    Handler,
+    Listener,
+    Transport,
+)
 from .version import Version64
 
 __all__ = ["Server", "Hook", "SERVER_STAT_NAMES"]
@@ -158,7 +166,7 @@ class Server:
 
     def __init__(
         self,
-        address: tuple[str, int] = ("127.0.0.1", 0),
+        address: Address = ("127.0.0.1", 0),
         *,
         name: str = "server",
         version: Version64 | int = DEFAULT_VERSION,
@@ -169,6 +177,7 @@ class Server:
         on_disconnect: Hook | None = None,
         backlog: int = 128,
         sweep_interval: float = 0.1,
+        tls: TLS | None = None,
     ) -> None:
         if max_connections < 1:
             raise UsageError(f"max_connections must be at least 1, not {max_connections}")
@@ -196,7 +205,7 @@ class Server:
         self._stopped = threading.Event()
         self._threads: list[threading.Thread] = []
         self._stopper: threading.Thread | None = None
-        self._listener = Listener(address, backlog)
+        self._listener = Listener(address, backlog, tls=tls)
 
     # ---- handlers (before start) -------------------------------------------
 
@@ -229,8 +238,9 @@ class Server:
     # ---- state ----------------------------------------------------------------
 
     @property
-    def address(self) -> tuple[str, int]:
-        """The (host, port) it listens on (the real port when 0 was asked)."""
+    def address(self) -> tuple[str, int] | str:
+        """The (host, port) it listens on (the real port when 0 was asked),
+        or its Unix socket path."""
         return self._listener.address
 
     @property
@@ -443,6 +453,7 @@ class Server:
         self.stop(grace=0)
 
     def __repr__(self) -> str:
-        host, port = self.address[:2]
+        a = self.address
+        where = a if isinstance(a, str) else f"{a[0]}:{a[1]}"
         state = "running" if self.running else "stopped" if self._stopping.is_set() else "new"
-        return f"<gofast.Server {self.name!r} {state} {host}:{port} live={len(self._live)}>"
+        return f"<gofast.Server {self.name!r} {state} {where} live={len(self._live)}>"

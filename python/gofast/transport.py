@@ -11,18 +11,46 @@ long work to another thread.
 from __future__ import annotations
 
 import atexit
+import os
 import socket
+import stat
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeAlias
 
 from . import _native
 from .errors import ConnectionClosed, UsageError
 from .message import BinMessage, Message, _check_id
+from .tls import TLS
 from .version import Version64
 
-__all__ = ["Transport", "Listener", "listen", "Whoami", "Handler", "StreamCallback", "Stream"]
+__all__ = [
+    "Address",
+    "Transport",
+    "Listener",
+    "listen",
+    "Whoami",
+    "Handler",
+    "StreamCallback",
+    "Stream",
+]
+
+Address: TypeAlias = "tuple[str, int] | str | os.PathLike[str]"
+"""Where to connect or listen: ``(host, port)`` for TCP (an IPv6 literal as
+host needs no brackets), or a ``str``/path-like, which is a Unix socket
+path, as in Python's own socket conventions."""
+
+
+def _unix_path(address: object) -> str | None:
+    """The socket path if ``address`` is one (``str`` or path-like)."""
+    if isinstance(address, (str, os.PathLike)):
+        path = os.fspath(address)
+        if not isinstance(path, str):
+            raise TypeError("a Unix socket path must be text, not bytes")
+        return path
+    return None
 
 Stream = _native.Stream
 
@@ -97,16 +125,41 @@ class Transport(_native.Transport):
     @classmethod
     def connect(
         cls,
-        address: tuple[str, int],
+        address: Address,
         *,
         name: str | None = None,
         version: Version64 | int = DEFAULT_VERSION,
         settings: dict[str, Any] | None = None,
         timeout: float | None = 10.0,
+        tls: TLS | None = None,
     ) -> Self:
-        """Dials ``address`` (``(host, port)``) and wraps the connection."""
-        sock = socket.create_connection(address, timeout=timeout)
-        return cls.from_socket(sock, name=name, version=version, settings=settings, dialed=True)
+        """Dials ``address`` (``(host, port)``, or a Unix socket path) and
+        wraps the connection. With ``tls``, the TLS handshake (verifying
+        the server's certificate for ``tls.server_name``, by default the
+        host dialed) runs in :meth:`handshake`."""
+        path = _unix_path(address)
+        if path is not None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(timeout)
+                sock.connect(path)
+            except BaseException:
+                sock.close()
+                raise
+            host = None
+        else:
+            host, port = address  # type: ignore[misc]
+            sock = socket.create_connection((host, port), timeout=timeout)
+        server_name = tls.server_name or host if tls is not None else None
+        return cls.from_socket(
+            sock,
+            name=name,
+            version=version,
+            settings=settings,
+            dialed=True,
+            tls=tls,
+            server_name=server_name,
+        )
 
     @classmethod
     def from_socket(
@@ -117,18 +170,43 @@ class Transport(_native.Transport):
         version: Version64 | int = DEFAULT_VERSION,
         settings: dict[str, Any] | None = None,
         dialed: bool = True,
+        tls: TLS | None = None,
+        server_name: str | None = None,
     ) -> Self:
-        """Takes over a connected TCP socket (it is detached from ``sock``).
-        ``dialed`` picks the default opaque range: True for the side that
-        connected, False for the side that accepted."""
-        if sock.type != socket.SOCK_STREAM:
-            raise ValueError("gofast needs a TCP (SOCK_STREAM) socket")
+        """Takes over a connected TCP or Unix stream socket (it is detached
+        from ``sock``). ``dialed`` picks the default opaque range (True for
+        the side that connected, False for the side that accepted) and,
+        with ``tls``, the TLS role: the dialing side is the TLS client,
+        verifying ``server_name`` (default ``tls.server_name``).
+
+        An ``ssl.SSLSocket`` is refused: its TLS state cannot be carried
+        over, and its raw socket would speak plaintext. Pass the plain
+        socket and ``tls=`` instead."""
+        ssl = sys.modules.get("ssl")  # not imported: sock cannot be an SSLSocket
+        if ssl is not None and isinstance(sock, ssl.SSLSocket):
+            raise UsageError(
+                "from_socket() cannot take an ssl.SSLSocket: its TLS session stays in "
+                "Python's ssl module and the raw socket would carry plaintext; pass the "
+                "plain socket with tls=gofast.TLS(...) (gofast runs TLS itself)"
+            )
+        if sock.type != socket.SOCK_STREAM or sock.family not in _FAMILIES:
+            raise ValueError("gofast needs a TCP or Unix stream (SOCK_STREAM) socket")
+        if tls is not None and not isinstance(tls, TLS):
+            raise TypeError(f"tls: a gofast.TLS, not {type(tls).__name__}")
         merged = _native.default_settings(dialed)
         merged.update(settings or {})
         name = name or _default_name("dial" if dialed else "accept")
         number = _version_number(version)
+        if tls is not None and server_name is None:
+            server_name = tls.server_name
+        native_tls = tls._native if tls is not None else None
+        if dialed and tls is not None and server_name is None:
+            raise UsageError(
+                "a TLS client verifies the server's name: give TLS(server_name=...) "
+                "(a Unix socket path names no host)"
+            )
         fd = sock.detach()
-        return cls(name, fd, number, merged, dialed)
+        return cls(name, fd, number, merged, dialed, native_tls, server_name)
 
     # ---- handlers ------------------------------------------------------------
 
@@ -205,24 +283,71 @@ class Transport(_native.Transport):
         return f"<gofast.Transport {self.name!r} {state} {self.local_address}->{self.peer_address}>"
 
 
+_FAMILIES = (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX)
+
+
+def _bind_unix(path: str, backlog: int) -> socket.socket:
+    # As asyncio's create_unix_server: a socket file left by a dead server
+    # is removed (anything else at the path is left alone, and bind fails).
+    try:
+        if stat.S_ISSOCK(os.stat(path).st_mode):
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 class Listener:
-    """A listening TCP socket that accepts gofast transports.
+    """A listening socket (TCP, or Unix at a socket path) that accepts
+    gofast transports; with ``tls``, each one is a TLS server side.
 
     >>> with gofast.listen(("127.0.0.1", 0)) as lis:   # doctest: +SKIP
     ...     transport = lis.accept(name="server")
     """
 
-    def __init__(self, address: tuple[str, int] = ("127.0.0.1", 0), backlog: int = 128) -> None:
-        # An IPv6 literal ("::1") needs an AF_INET6 socket; a name resolves.
-        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self._sock = socket.create_server(address, family=family, backlog=backlog)
+    def __init__(
+        self,
+        address: Address = ("127.0.0.1", 0),
+        backlog: int = 128,
+        *,
+        tls: TLS | None = None,
+    ) -> None:
+        if tls is not None and not isinstance(tls, TLS):
+            raise TypeError(f"tls: a gofast.TLS, not {type(tls).__name__}")
+        if tls is not None and not tls._native.has_certificate:
+            raise UsageError("a TLS server needs its certificate: TLS(cert=..., key=...)")
+        self._tls = tls
+        self._path = _unix_path(address)
+        if self._path is not None:
+            self._sock = _bind_unix(self._path, backlog)
+        else:
+            host, port = address  # type: ignore[misc]
+            # An IPv6 literal ("::1") needs an AF_INET6 socket; a name resolves.
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            self._sock = socket.create_server((host, port), family=family, backlog=backlog)
         self._closed = False
+        self._closed_path = False
 
     @property
-    def address(self) -> tuple[str, int]:
-        """The (host, port) it listens on (the real port when 0 was asked)."""
+    def address(self) -> tuple[str, int] | str:
+        """The (host, port) it listens on (the real port when 0 was asked),
+        or its socket path."""
+        if self._path is not None:
+            return self._path
         host, port = self._sock.getsockname()[:2]
         return host, port
+
+    @property
+    def tls(self) -> TLS | None:
+        """The TLS its connections use, or None."""
+        return self._tls
 
     def accept(
         self,
@@ -248,7 +373,7 @@ class Listener:
                 raise ConnectionClosed("the listener is closed") from e
             raise
         return Transport.from_socket(
-            conn, name=name, version=version, settings=settings, dialed=False
+            conn, name=name, version=version, settings=settings, dialed=False, tls=self._tls
         )
 
     def close(self) -> None:
@@ -261,6 +386,12 @@ class Listener:
             self._sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass  # not connected-capable on some systems, or already closed
+        if self._path is not None and not self._closed_path:
+            self._closed_path = True
+            try:
+                os.unlink(self._path)  # ours: the socket file goes with it
+            except OSError:
+                pass
         self._sock.close()
 
     @property
@@ -275,9 +406,12 @@ class Listener:
         self.close()
 
 
-def listen(address: tuple[str, int] = ("127.0.0.1", 0), backlog: int = 128) -> Listener:
-    """Listens on ``address``; see :class:`Listener`."""
-    return Listener(address, backlog)
+def listen(
+    address: Address = ("127.0.0.1", 0), backlog: int = 128, *, tls: TLS | None = None
+) -> Listener:
+    """Listens on ``address`` (``(host, port)`` or a Unix socket path),
+    with ``tls`` for TLS; see :class:`Listener`."""
+    return Listener(address, backlog, tls=tls)
 
 
 @atexit.register

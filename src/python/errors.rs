@@ -15,6 +15,7 @@ pyo3::import_exception!(gofast.errors, StreamClosed);
 pyo3::import_exception!(gofast.errors, SettingsError);
 pyo3::import_exception!(gofast.errors, UsageError);
 pyo3::import_exception!(gofast.errors, RemoteError);
+pyo3::import_exception!(gofast.errors, TLSError);
 
 impl From<Error> for PyErr {
     fn from(e: Error) -> PyErr {
@@ -22,6 +23,7 @@ impl From<Error> for PyErr {
         match e {
             Error::Closed(_) | Error::Io(_) => ConnectionClosed::new_err(msg),
             Error::Timeout(_) => Timeout::new_err(msg),
+            Error::Tls(_) => TLSError::new_err(msg),
             Error::OpaqueExhausted { .. } => OpaqueExhausted::new_err(msg),
             Error::Protocol(_) => ProtocolError::new_err(msg),
             Error::Settings(_) => SettingsError::new_err(msg),

@@ -6,6 +6,7 @@ mod handler;
 mod message;
 mod settings;
 mod stream;
+mod tls;
 mod transport;
 
 use std::sync::Arc;
@@ -142,6 +143,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let _ = pyo3_log::Logger::new(m.py(), pyo3_log::Caching::Loggers)?
         .filter(log::LevelFilter::Debug)
         .install();
+    m.add_class::<tls::PyTlsConfig>()?;
     m.add_class::<transport::PyTransport>()?;
     m.add_class::<stream::PyStream>()?;
     m.add_class::<message::BinMessage>()?;

@@ -2,8 +2,7 @@
 //! constructors and conveniences in Python. The hot calls (`post`,
 //! `request`, `Stream.send`) are here, one Python→Rust hop each.
 
-use std::net::TcpStream;
-use std::os::fd::{FromRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,10 +15,12 @@ use super::handler::PyHandler;
 use super::message::{decode_as, lendable, message_parts, BinMessage};
 use super::settings;
 use super::stream::{PyStream, StreamSink};
+use super::tls::PyTlsConfig;
 use super::{deadline_after, detach_checked, send_message, send_or_wait};
 use crate::builtin::{self, Whoami, PING_ID, WHOAMI_ID};
 use crate::errors::Error;
 use crate::exchange::{Origin, OwnedMessage};
+use crate::io::{Address, Link, Socket};
 use crate::transport::Core;
 
 /// The native half of `gofast.Transport`, which subclasses it: one gofast
@@ -118,25 +119,44 @@ impl PyTransport {
 
 #[pymethods]
 impl PyTransport {
-    /// Takes over a connected TCP socket's file descriptor (the caller must
-    /// have detached it) and starts the writer thread.
+    /// Takes over a connected TCP or Unix socket's file descriptor (the
+    /// caller must have detached it) and starts the writer thread. With
+    /// `tls`, the side that dialed is the TLS client (verifying
+    /// `server_name`), the other the server; the TLS handshake runs in
+    /// `handshake()`.
     #[new]
-    #[pyo3(signature = (name, fd, version, settings, dialed))]
+    #[pyo3(signature = (name, fd, version, settings, dialed, tls=None, server_name=None))]
     fn new(
         name: &str,
         fd: RawFd,
         version: u64,
         settings: &Bound<'_, PyDict>,
         dialed: bool,
+        tls: Option<PyRef<'_, PyTlsConfig>>,
+        server_name: Option<&str>,
     ) -> PyResult<Self> {
         if fd < 0 {
             return Err(UsageError::new_err(format!("invalid file descriptor {fd}")));
         }
         // SAFETY: the caller hands us ownership of an open socket fd
         // (socket.detach()); from here on it is closed exactly once, by Rust.
-        let sock = unsafe { TcpStream::from_raw_fd(fd) };
+        let sock = unsafe { Socket::from_raw_fd(fd) }.map_err(Error::from)?;
         let s = settings::from_dict(settings::role(dialed), settings)?;
-        let core = Core::new(name, sock, version, s, PyHandler::default())?;
+        let tls = match (tls, dialed) {
+            (None, _) => None,
+            (Some(t), false) => Some(t.inner.server()?),
+            (Some(t), true) => {
+                let name = server_name.ok_or_else(|| {
+                    UsageError::new_err(
+                        "a TLS client needs the server's name to verify: \
+                         give server_name= (TLS(server_name=...))",
+                    )
+                })?;
+                Some(t.inner.client(name)?)
+            }
+        };
+        let link = Link { socket: sock, tls };
+        let core = Core::new(name, link, version, s, PyHandler::default())?;
         Ok(PyTransport { inner: core })
     }
 
@@ -158,20 +178,38 @@ impl PyTransport {
         settings::to_dict(py, &self.inner.settings)
     }
 
-    /// This side's (host, port), or None once the socket cannot tell.
+    /// This side's (host, port), or socket path ("" when unnamed), or None
+    /// if the socket could not tell.
     #[getter]
-    fn local_address(&self) -> Option<(String, u16)> {
-        self.inner
-            .local_addr()
-            .map(|a| (a.ip().to_string(), a.port()))
+    fn local_address(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        self.inner.local_addr().map(|a| address(py, a)).transpose()
     }
 
-    /// The peer's (host, port), or None once the socket cannot tell.
+    /// The peer's address, as `local_address`; known after the peer has gone.
     #[getter]
-    fn peer_address(&self) -> Option<(String, u16)> {
+    fn peer_address(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        self.inner.peer_addr().map(|a| address(py, a)).transpose()
+    }
+
+    /// Whether the connection runs over TLS.
+    #[getter]
+    fn tls(&self) -> bool {
+        self.inner.is_tls()
+    }
+
+    /// The peer's certificate (DER), once the TLS handshake has verified
+    /// it; None without TLS or when the peer presented none.
+    #[getter]
+    fn peer_certificate<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
         self.inner
-            .peer_addr()
-            .map(|a| (a.ip().to_string(), a.port()))
+            .peer_certificate()
+            .map(|c| PyBytes::new(py, &c.der))
+    }
+
+    /// The subject of the peer's certificate ("CN=client,O=Example").
+    #[getter]
+    fn peer_subject(&self) -> Option<String> {
+        self.inner.peer_certificate().map(|c| c.subject)
     }
 
     fn _subscribe(&self, py: Python<'_>, id: u64, handler: Py<PyAny>) -> PyResult<()> {
@@ -450,6 +488,20 @@ impl PyTransport {
         }
         Ok(core)
     }
+}
+
+/// An address as Python's socket module gives it.
+fn address(py: Python<'_>, a: &Address) -> PyResult<Py<PyAny>> {
+    Ok(match a {
+        Address::Inet(a) => (a.ip().to_string(), a.port())
+            .into_pyobject(py)?
+            .into_any()
+            .unbind(),
+        Address::Unix(path) => {
+            let p = path.as_ref().map_or(String::new(), |p| p.display().to_string());
+            p.into_pyobject(py)?.into_any().unbind()
+        }
+    })
 }
 
 fn check_callable(py: Python<'_>, handler: &Py<PyAny>) -> PyResult<()> {

@@ -7,7 +7,7 @@
 //! for the reader thread, which then waits in poll().
 
 use std::ops::Range;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +18,7 @@ use super::{Core, Handler};
 use crate::codec::{Decoded, FrameDecoder, Kind};
 use crate::errors::{Error, ProtocolError, Result};
 use crate::exchange::Slot;
+use crate::io::Link;
 use crate::readbuf::ReadBuf;
 use crate::stats::Stats;
 use crate::writer::Outbox;
@@ -77,13 +78,14 @@ impl<H: Handler> Core<H> {
         let Some(sock) = self.read.lock().sock.clone() else {
             return Ok(End::PeerClosed);
         };
-        let fd = sock.as_raw_fd();
+        let fd = sock.fd();
         // The idle timeout costs nothing per read: blocking recv() times out
         // by SO_RCVTIMEO, set once, and poll() takes it as its timeout.
         let idle = self.settings.idle_timeout;
         if idle.is_some() {
-            sock.set_read_timeout(idle)?;
+            sock.socket.set_read_timeout(idle)?;
         }
+        let kick = || self.outbox.kick();
         let poll_ms = poll_timeout(idle);
         let mut frames: Vec<FrameRef> = Vec::new();
         let mut requests_seen = u64::MAX;
@@ -94,8 +96,9 @@ impl<H: Handler> Core<H> {
             // the socket to a requester that takes its own RESPONSE; else
             // block in recv(), one system call per read instead of two.
             let requests = self.stats.n_txreq.load(Ordering::Relaxed);
-            let requesters_read =
-                requests != requests_seen || self.waiters.load(Ordering::Acquire) > 0;
+            // Not over TLS: requesters cannot peek at records to decrypt.
+            let requesters_read = !sock.is_tls()
+                && (requests != requests_seen || self.waiters.load(Ordering::Acquire) > 0);
             requests_seen = requests;
             if requesters_read {
                 // Requesters may take bytes off the socket meanwhile: only a
@@ -124,9 +127,9 @@ impl<H: Handler> Core<H> {
                 let answering = peer_requests != peer_requests_seen;
                 peer_requests_seen = peer_requests;
                 let read = if answering {
-                    read_or_sleep(rb, fd, &mut spin)
+                    read_or_sleep(rb, &sock, &mut spin, &kick)
                 } else {
-                    rb.fill(fd)
+                    sock.fill(rb, false, &kick)
                 };
                 // The reader holds `read` here, so no requester took bytes:
                 // a timed-out recv() means none came for the whole timeout.
@@ -201,9 +204,11 @@ impl<H: Handler> Core<H> {
             let mut dropped = Vec::new();
             if let Some(mut side) = self.read.try_lock() {
                 let side = &mut *side;
-                // A partial frame in the buffer is the reader's to finish.
-                if let (Some(sock), true) = (&side.sock, side.buf.data().is_empty()) {
-                    let fd = sock.as_raw_fd();
+                // A partial frame in the buffer is the reader's to finish;
+                // TLS records are the reader's to decrypt.
+                let plain = side.sock.as_ref().filter(|s| !s.is_tls());
+                if let (Some(sock), true) = (plain, side.buf.data().is_empty()) {
+                    let fd = sock.fd();
                     self.take_responses(&decoder, &mut side.buf, fd, &mut dropped);
                 }
             }
@@ -280,12 +285,17 @@ fn body_range(window: &[u8], body: &[u8], offset: usize) -> Range<usize> {
 }
 
 /// A blocking read, polling first for as long as `idle` says.
-fn read_or_sleep(rb: &mut ReadBuf, fd: RawFd, idle: &mut IdleSpin) -> std::io::Result<usize> {
+fn read_or_sleep(
+    rb: &mut ReadBuf,
+    link: &Link,
+    idle: &mut IdleSpin,
+    kick: &dyn Fn(),
+) -> std::io::Result<usize> {
     let budget = idle.budget();
     if !budget.is_zero() {
         let until = Instant::now() + budget;
         loop {
-            match rb.fill_now(fd) {
+            match link.fill(rb, true, kick) {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 r => return r,
             }
@@ -297,7 +307,7 @@ fn read_or_sleep(rb: &mut ReadBuf, fd: RawFd, idle: &mut IdleSpin) -> std::io::R
         idle.missed();
     }
     let began = Instant::now();
-    let n = rb.fill(fd)?;
+    let n = link.fill(rb, false, kick)?;
     idle.slept(began.elapsed());
     Ok(n)
 }

@@ -212,6 +212,16 @@ impl Queue {
         f(&self.copied[from..]);
     }
 
+    /// Hands every byte, in order, to `put` (a TLS session encrypts them).
+    pub(super) fn pieces(&self, put: &mut dyn FnMut(&[u8])) {
+        self.for_each_piece(|p| {
+            if !p.is_empty() {
+                put(p);
+            }
+            true
+        });
+    }
+
     /// Sends everything, or (`blocking` false) up to the first EAGAIN.
     /// Returns the bytes sent.
     pub(super) fn send(&self, fd: RawFd, blocking: bool) -> io::Result<usize> {

@@ -1,0 +1,604 @@
+//! TLS over a transport's socket, with rustls. The gofast bytes inside are
+//! exactly those of a plain connection (a Go peer over `tls.Conn` reads
+//! them as such).
+//!
+//! rustls keeps one state for both directions, so the reader and the writer
+//! share `conn` behind a lock, and neither does socket I/O while holding it:
+//! the reader receives ciphertext into its own buffer and only then locks to
+//! decrypt; the writer encrypts under the lock into its own buffer and sends
+//! after unlocking. TLS records carry sequence numbers, so ciphertext must
+//! reach the socket in the order it was made: `tx` is held from encryption
+//! to the end of the send, and only the writer thread sends (a reader that
+//! leaves rustls with something to send, such as a key update, wakes it).
+//!
+//! Lock order: `rx` → `conn`; `tx` → `conn`. `conn` is a leaf, held for the
+//! time of a decrypt or encrypt; none of them is held with the GIL.
+
+use std::io::{self, Read, Write};
+use std::os::fd::RawFd;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, ClientConnection, Connection, RootCertStore, ServerConfig};
+use rustls::{ServerConnection, SupportedProtocolVersion};
+
+use super::socket::Socket;
+use crate::errors::{Error, Result};
+use crate::readbuf::ReadBuf;
+
+/// Whether a server asks connecting clients for a certificate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientAuth {
+    None,
+    Optional,
+    Required,
+}
+
+impl ClientAuth {
+    pub fn from_name(name: &str) -> Option<ClientAuth> {
+        match name {
+            "none" => Some(ClientAuth::None),
+            "optional" => Some(ClientAuth::Optional),
+            "required" => Some(ClientAuth::Required),
+            _ => None,
+        }
+    }
+}
+
+/// What a side needs for TLS, from PEM: its certificate chain and key (a
+/// server's must; a client's for mutual TLS), the CAs it trusts for the
+/// peer's certificate, and for a server whether clients must present one.
+/// The rustls configurations are made once, on first use.
+pub struct TlsConfig {
+    chain: Vec<CertificateDer<'static>>,
+    key: Option<PrivateKeyDer<'static>>,
+    roots: Arc<RootCertStore>,
+    client_auth: ClientAuth,
+    server: OnceLock<std::result::Result<Arc<ServerConfig>, String>>,
+    client: OnceLock<std::result::Result<Arc<ClientConfig>, String>>,
+}
+
+/// TLS 1.3 and 1.2, as rustls offers them by default (a Go peer speaks both).
+static VERSIONS: &[&SupportedProtocolVersion] = rustls::DEFAULT_VERSIONS;
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+impl TlsConfig {
+    /// `cert`/`key`: PEM of our chain and private key (both or neither);
+    /// `ca`: PEM of the CAs to verify the peer with; `system_roots` adds the
+    /// system's store (the OS's CA files).
+    pub fn new(
+        cert: Option<&[u8]>,
+        key: Option<&[u8]>,
+        ca: Option<&[u8]>,
+        system_roots: bool,
+        client_auth: ClientAuth,
+    ) -> Result<TlsConfig> {
+        let chain = match cert {
+            Some(pem) => certificates(pem, "cert")?,
+            None => Vec::new(),
+        };
+        let key = match key {
+            Some(pem) => Some(PrivateKeyDer::from_pem_slice(pem).map_err(|e| {
+                Error::Settings(format!("key: no private key in the PEM given ({e})"))
+            })?),
+            None => None,
+        };
+        if chain.is_empty() != key.is_none() {
+            return Err(Error::Settings(
+                "cert and key go together: give both (or neither)".into(),
+            ));
+        }
+        let mut roots = RootCertStore::empty();
+        if let Some(pem) = ca {
+            for c in certificates(pem, "ca")? {
+                roots
+                    .add(c)
+                    .map_err(|e| Error::Settings(format!("ca: unusable CA certificate: {e}")))?;
+            }
+        }
+        if system_roots {
+            let found = rustls_native_certs::load_native_certs();
+            let (added, _) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                return Err(Error::Settings(format!(
+                    "system_roots: no CA certificate found in the system's store{}",
+                    found
+                        .errors
+                        .first()
+                        .map_or(String::new(), |e| format!(" ({e})"))
+                )));
+            }
+        }
+        if client_auth != ClientAuth::None && roots.is_empty() {
+            return Err(Error::Settings(
+                "client_auth needs ca=: the CAs that sign the clients' certificates".into(),
+            ));
+        }
+        Ok(TlsConfig {
+            chain,
+            key,
+            roots: Arc::new(roots),
+            client_auth,
+            server: OnceLock::new(),
+            client: OnceLock::new(),
+        })
+    }
+
+    pub fn has_certificate(&self) -> bool {
+        !self.chain.is_empty()
+    }
+
+    fn server_config(&self) -> Result<Arc<ServerConfig>> {
+        self.server
+            .get_or_init(|| self.make_server().map(Arc::new))
+            .clone()
+            .map_err(Error::Settings)
+    }
+
+    fn make_server(&self) -> std::result::Result<ServerConfig, String> {
+        let key = self
+            .key
+            .clone_key_opt()
+            .ok_or("a TLS server needs cert= and key=")?;
+        let builder = ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(VERSIONS)
+            .map_err(|e| e.to_string())?;
+        let builder = match self.client_auth {
+            ClientAuth::None => builder.with_no_client_auth(),
+            auth => {
+                let v = WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider());
+                let v = if auth == ClientAuth::Optional {
+                    v.allow_unauthenticated()
+                } else {
+                    v
+                };
+                builder.with_client_cert_verifier(v.build().map_err(|e| e.to_string())?)
+            }
+        };
+        builder
+            .with_single_cert(self.chain.clone(), key)
+            .map_err(|e| format!("cert/key: {e}"))
+    }
+
+    fn client_config(&self) -> Result<Arc<ClientConfig>> {
+        self.client
+            .get_or_init(|| self.make_client().map(Arc::new))
+            .clone()
+            .map_err(Error::Settings)
+    }
+
+    fn make_client(&self) -> std::result::Result<ClientConfig, String> {
+        if self.roots.is_empty() {
+            return Err("a TLS client needs ca= or system_roots=True to verify the server".into());
+        }
+        let builder = ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(VERSIONS)
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(self.roots.clone());
+        match self.key.clone_key_opt() {
+            Some(key) => builder
+                .with_client_auth_cert(self.chain.clone(), key)
+                .map_err(|e| format!("cert/key: {e}")),
+            None => Ok(builder.with_no_client_auth()),
+        }
+    }
+
+    /// A client side, verifying that the server's certificate is valid for
+    /// `server_name` (a DNS name or an IP address).
+    pub fn client(&self, server_name: &str) -> Result<TlsLink> {
+        let name = ServerName::try_from(server_name.to_string()).map_err(|_| {
+            Error::Settings(format!("server_name {server_name:?} is no DNS name or IP"))
+        })?;
+        let conn = ClientConnection::new(self.client_config()?, name)
+            .map_err(|e| Error::Tls(e.to_string()))?;
+        Ok(TlsLink::new(Connection::Client(conn)))
+    }
+
+    pub fn server(&self) -> Result<TlsLink> {
+        let conn =
+            ServerConnection::new(self.server_config()?).map_err(|e| Error::Tls(e.to_string()))?;
+        Ok(TlsLink::new(Connection::Server(conn)))
+    }
+}
+
+trait CloneKeyOpt {
+    fn clone_key_opt(&self) -> Option<PrivateKeyDer<'static>>;
+}
+
+impl CloneKeyOpt for Option<PrivateKeyDer<'static>> {
+    fn clone_key_opt(&self) -> Option<PrivateKeyDer<'static>> {
+        self.as_ref().map(PrivateKeyDer::clone_key)
+    }
+}
+
+fn certificates(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>> {
+    let certs: std::result::Result<Vec<_>, _> = CertificateDer::pem_slice_iter(pem).collect();
+    let certs = certs.map_err(|e| Error::Settings(format!("{what}: unreadable PEM ({e})")))?;
+    if certs.is_empty() {
+        return Err(Error::Settings(format!(
+            "{what}: no CERTIFICATE block in the PEM given"
+        )));
+    }
+    Ok(certs)
+}
+
+/// The peer's certificate, known once the TLS handshake is done.
+#[derive(Clone, Debug)]
+pub struct PeerCertificate {
+    pub der: Vec<u8>,
+    /// Its subject, RFC 4514 style ("CN=client,O=Example").
+    pub subject: String,
+}
+
+/// One connection's TLS state.
+pub struct TlsLink {
+    conn: Mutex<Connection>,
+    rx: Mutex<Ciphertext>,
+    tx: Mutex<Vec<u8>>,
+    peer: OnceLock<Option<PeerCertificate>>,
+}
+
+/// Received ciphertext rustls has not taken yet.
+#[derive(Default)]
+struct Ciphertext {
+    buf: Vec<u8>,
+    start: usize,
+    /// The socket has ended (recv gave 0)...
+    eof: bool,
+    /// ...and rustls has been told.
+    eof_told: bool,
+}
+
+/// Ciphertext received per system call: a few full TLS records.
+const RX_CHUNK: usize = 64 * 1024;
+/// Plaintext taken from rustls per read: its plaintext buffer holds 16 KiB.
+const PLAIN_CHUNK: usize = 64 * 1024;
+
+impl TlsLink {
+    fn new(conn: Connection) -> TlsLink {
+        TlsLink {
+            conn: Mutex::new(conn),
+            rx: Mutex::new(Ciphertext::default()),
+            tx: Mutex::new(Vec::new()),
+            peer: OnceLock::new(),
+        }
+    }
+
+    pub fn peer_certificate(&self) -> Option<PeerCertificate> {
+        self.peer.get().cloned().flatten()
+    }
+
+    /// Runs the TLS handshake on the calling thread, before the transport's
+    /// reader and writer use the socket. Waits wake every `tick` to run
+    /// `between` (Ctrl-C); past `deadline` it is a `Timeout`.
+    pub fn handshake(
+        &self,
+        sock: &Socket,
+        deadline: Instant,
+        timeout: Duration,
+        tick: Duration,
+        between: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<()> {
+        sock.set_read_timeout(Some(tick))?;
+        sock.set_write_timeout(Some(tick))?;
+        let result = self.handshake_io(sock, deadline, timeout, between);
+        sock.set_read_timeout(None)?;
+        sock.set_write_timeout(None)?;
+        result
+    }
+
+    fn handshake_io(
+        &self,
+        sock: &Socket,
+        deadline: Instant,
+        timeout: Duration,
+        between: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<()> {
+        use std::os::fd::AsRawFd;
+        let mut io = FdIo {
+            fd: sock.as_raw_fd(),
+            first: None,
+        };
+        // Nothing else uses the connection until the handshake is done.
+        let mut conn = self.conn.lock();
+        let mut wait = || -> Result<()> {
+            if Instant::now() >= deadline {
+                return Err(Error::Tls(format!(
+                    "TLS handshake not done within {:.3}s",
+                    timeout.as_secs_f64()
+                )));
+            }
+            between()
+        };
+        loop {
+            while conn.wants_write() {
+                match conn.write_tls(&mut io) {
+                    Ok(_) => {}
+                    Err(e) if is_wait(&e) => wait()?,
+                    Err(e) => return Err(Error::Closed(format!("during the TLS handshake: {e}"))),
+                }
+            }
+            if !conn.is_handshaking() {
+                break;
+            }
+            match conn.read_tls(&mut io) {
+                Ok(0) => return Err(Error::Tls(closed_during_handshake(conn.is_handshaking()))),
+                Ok(_) => {
+                    if let Err(e) = conn.process_new_packets() {
+                        // Tell the peer why (the alert rustls queued), best effort.
+                        let _ = conn.write_tls(&mut io);
+                        return Err(Error::Tls(explain(&e, io.first)));
+                    }
+                }
+                Err(e) if is_wait(&e) => wait()?,
+                Err(e) => return Err(Error::Closed(format!("during the TLS handshake: {e}"))),
+            }
+        }
+        // Whole batches are encrypted at once; the writer drains them itself.
+        conn.set_buffer_limit(None);
+        let peer = conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|der| PeerCertificate {
+                der: der.to_vec(),
+                subject: subject_of(der),
+            });
+        let _ = self.peer.set(peer);
+        Ok(())
+    }
+
+    /// Reads plaintext into `rb`, receiving ciphertext from `fd` (blocking,
+    /// unless `nonblocking`) when rustls has none decrypted. `Ok(0)` is the
+    /// end of the connection. `wake_writer` runs when rustls has something
+    /// to send after what it read (the writer thread sends it).
+    pub fn fill(
+        &self,
+        rb: &mut ReadBuf,
+        fd: RawFd,
+        nonblocking: bool,
+        wake_writer: &dyn Fn(),
+    ) -> io::Result<usize> {
+        let mut rx = self.rx.lock();
+        loop {
+            let mut wants_write = false;
+            {
+                let mut conn = self.conn.lock();
+                // Records rustls holds but has not opened (those that came
+                // in with the end of the handshake) are opened here.
+                if let Err(e) = conn.process_new_packets() {
+                    return Err(tls_failure(explain(&e, None)));
+                }
+                match rb.fill_via(PLAIN_CHUNK, |dst| conn.reader().read(dst)) {
+                    Ok(n) => return Ok(n), // 0: the peer's close_notify
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    // The socket closed without close_notify: an end all the same.
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+                    Err(e) => return Err(e),
+                }
+                let unread = rx.start < rx.buf.len();
+                if !unread && rx.eof_told {
+                    return Ok(0);
+                }
+                if unread || rx.eof {
+                    // An empty slice at the end tells rustls the socket ended.
+                    let mut rest = &rx.buf[rx.start..];
+                    let used = conn.read_tls(&mut rest)?;
+                    rx.start += used;
+                    rx.eof_told = rx.eof && rx.start == rx.buf.len();
+                    if let Err(e) = conn.process_new_packets() {
+                        return Err(tls_failure(explain(&e, None)));
+                    }
+                    wants_write = conn.wants_write();
+                }
+            }
+            if wants_write {
+                wake_writer();
+            }
+            if rx.start == rx.buf.len() && !rx.eof {
+                rx.receive(fd, nonblocking)?;
+            }
+        }
+    }
+
+    /// Encrypts what `pieces` gives and sends it all, blocking; also sends
+    /// whatever rustls had queued (a key update, an alert). Returns the
+    /// plaintext bytes taken.
+    pub fn send(&self, fd: RawFd, pieces: &mut dyn FnMut(&mut dyn FnMut(&[u8]))) -> io::Result<usize> {
+        let mut tx = self.tx.lock();
+        tx.clear();
+        let mut taken = 0;
+        {
+            let mut conn = self.conn.lock();
+            let mut failed = None;
+            pieces(&mut |piece| {
+                if failed.is_none() {
+                    match conn.writer().write_all(piece) {
+                        Ok(()) => taken += piece.len(),
+                        Err(e) => failed = Some(e),
+                    }
+                }
+            });
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            while conn.wants_write() {
+                conn.write_tls(&mut *tx)?;
+            }
+        }
+        send_all(fd, &tx)?;
+        if tx.capacity() > RX_CHUNK * 4 {
+            *tx = Vec::new(); // a bulk burst's buffer goes when it is done
+        }
+        Ok(taken)
+    }
+
+    /// Queues our close_notify and sends it (after the writer has stopped).
+    pub fn send_close_notify(&self, fd: RawFd) {
+        self.conn.lock().send_close_notify();
+        let _ = self.send(fd, &mut |_| {});
+    }
+}
+
+impl Ciphertext {
+    fn receive(&mut self, fd: RawFd, nonblocking: bool) -> io::Result<()> {
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+        self.buf.reserve(RX_CHUNK);
+        let spare = self.buf.spare_capacity_mut();
+        let flags = if nonblocking { libc::MSG_DONTWAIT } else { 0 };
+        loop {
+            // SAFETY: recv writes at most spare.len() bytes into memory this
+            // Vec owns and has not initialised.
+            let n = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), spare.len(), flags) };
+            if n > 0 {
+                // SAFETY: recv initialised exactly these n bytes.
+                unsafe { self.buf.set_len(self.buf.len() + n as usize) };
+                return Ok(());
+            }
+            if n == 0 {
+                self.eof = true;
+                return Ok(());
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        }
+    }
+}
+
+/// A TLS failure inside an `io::Error` (the read path speaks io), told
+/// apart from socket errors when it reaches the transport (`Error::from`).
+#[derive(Debug)]
+pub struct TlsFailure(pub String);
+
+impl std::fmt::Display for TlsFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for TlsFailure {}
+
+fn tls_failure(why: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, TlsFailure(why))
+}
+
+fn is_wait(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
+}
+
+/// Blocking sends of all of `data` (MSG_NOSIGNAL: a closed peer is an error,
+/// not a SIGPIPE).
+fn send_all(fd: RawFd, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        // SAFETY: sends from a live slice.
+        let n = unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), libc::MSG_NOSIGNAL) };
+        if n >= 0 {
+            data = &data[n as usize..];
+            continue;
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+/// The socket for the handshake's blocking I/O (timeouts set on it), which
+/// remembers the first byte the peer sent, to tell a plaintext peer.
+struct FdIo {
+    fd: RawFd,
+    first: Option<u8>,
+}
+
+impl Read for FdIo {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: recv writes at most buf.len() bytes into buf.
+        let n = unsafe { libc::recv(self.fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if n > 0 && self.first.is_none() {
+            self.first = Some(buf[0]);
+        }
+        Ok(n as usize)
+    }
+}
+
+impl Write for FdIo {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // SAFETY: sends from a live slice.
+        let n = unsafe { libc::send(self.fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn closed_during_handshake(handshaking: bool) -> String {
+    let mut why = "the peer closed the connection during the TLS handshake".to_string();
+    if handshaking {
+        why.push_str(" (does it speak TLS? a plaintext gofast peer drops a TLS hello)");
+    }
+    why
+}
+
+/// A rustls error, said so that the user knows what to fix.
+fn explain(e: &rustls::Error, first_byte: Option<u8>) -> String {
+    use rustls::{AlertDescription as A, CertificateError as C, Error as E};
+    let hint = match e {
+        // A gofast frame starts d9 d9 f7 (a CBOR tag); a TLS record 14..17.
+        E::InvalidMessage(_) if first_byte == Some(0xd9) => {
+            " (the peer sent plaintext gofast frames: it does not use TLS)"
+        }
+        E::InvalidMessage(_) => " (the peer does not speak TLS)",
+        E::InvalidCertificate(C::UnknownIssuer) => {
+            " (the peer's certificate is not signed by a CA in ca=)"
+        }
+        E::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {
+            " (the peer's certificate does not name the server_name asked for)"
+        }
+        E::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
+            " (the peer's certificate has expired)"
+        }
+        E::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => {
+            " (the peer's certificate is not valid yet)"
+        }
+        E::NoCertificatesPresented => " (this side requires a client certificate: cert= and key=)",
+        E::AlertReceived(A::CertificateRequired) => {
+            " (the peer requires a client certificate: give cert= and key=)"
+        }
+        E::AlertReceived(A::UnknownCA | A::BadCertificate | A::CertificateUnknown) => {
+            " (the peer does not trust our certificate)"
+        }
+        E::AlertReceived(A::CertificateExpired) => " (the peer says our certificate has expired)",
+        _ => "",
+    };
+    format!("TLS: {e}{hint}")
+}
+
+/// A certificate's subject, RFC 4514 style; "" if it cannot be parsed.
+fn subject_of(der: &[u8]) -> String {
+    x509_parser::parse_x509_certificate(der)
+        .map(|(_, cert)| cert.subject().to_string())
+        .unwrap_or_default()
+}
