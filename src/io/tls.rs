@@ -368,6 +368,7 @@ impl TlsLink {
         let mut rx = self.rx.lock();
         loop {
             let mut wants_write = false;
+            let mut fed = false;
             {
                 let mut conn = self.conn.lock();
                 // Records rustls holds but has not opened (those that came
@@ -396,12 +397,13 @@ impl TlsLink {
                         return Err(tls_failure(explain(&e, None)));
                     }
                     wants_write = conn.wants_write();
+                    fed = true;
                 }
             }
             if wants_write {
                 wake_writer();
             }
-            if rx.start == rx.buf.len() && !rx.eof {
+            if !fed && !rx.eof {
                 rx.receive(fd, nonblocking)?;
             }
         }
