@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use gofast::codec::Message;
+use gofast::io::{Link, Socket};
 use gofast::settings::{Role, Settings};
 use gofast::transport::{Core, Dispatched, Handler};
 use gofast::writer::Data;
@@ -71,16 +72,28 @@ fn pair() -> (Arc<Core<Echo>>, Arc<Core<Echo>>) {
     let addr = listener.local_addr().expect("address");
     let accepting = thread::spawn(move || {
         let (sock, _) = listener.accept().expect("accept");
-        let server = Core::new("server", sock, 1, Settings::defaults(Role::Acceptor), Echo)
-            .expect("server core");
+        let server = Core::new(
+            "server",
+            Link::plain(Socket::Tcp(sock)),
+            1,
+            Settings::defaults(Role::Acceptor),
+            Echo,
+        )
+        .expect("server core");
         server
             .handshake(Duration::from_secs(10), &mut || Ok(()))
             .expect("server handshake");
         server
     });
     let sock = TcpStream::connect(addr).expect("connect");
-    let client =
-        Core::new("client", sock, 1, Settings::defaults(Role::Dialer), Echo).expect("client core");
+    let client = Core::new(
+        "client",
+        Link::plain(Socket::Tcp(sock)),
+        1,
+        Settings::defaults(Role::Dialer),
+        Echo,
+    )
+    .expect("client core");
     client
         .handshake(Duration::from_secs(10), &mut || Ok(()))
         .expect("client handshake");

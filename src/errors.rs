@@ -9,8 +9,8 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProtocolError {
     #[error(
-        "bad frame marker {:02x} {:02x} {:02x}, want d9 d9 f7 (is the peer a gofast peer?)",
-        .0[0], .0[1], .0[2]
+        "bad frame marker {:02x} {:02x} {:02x}, want d9 d9 f7 ({})",
+        .0[0], .0[1], .0[2], marker_hint(.0)
     )]
     BadMarker([u8; 3]),
     #[error("unknown frame kind byte 0x{0:02x}")]
@@ -45,6 +45,16 @@ pub enum ProtocolError {
     CorruptLzw(String),
     #[error("decompressed body exceeds the maximum of {0} bytes")]
     DecompressedTooLarge(usize),
+}
+
+/// A TLS record starts with its type (0x14..0x17) and version 0x03: such
+/// a peer expects TLS, which a plaintext transport does not speak.
+fn marker_hint(seen: &[u8; 3]) -> &'static str {
+    if (0x14..=0x17).contains(&seen[0]) && seen[1] == 0x03 {
+        "the peer speaks TLS: give this side tls=gofast.TLS(...) too"
+    } else {
+        "is the peer a gofast peer?"
+    }
 }
 
 /// Every failure a transport call can report.

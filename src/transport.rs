@@ -30,7 +30,6 @@
 //! Nesting order, outer first: `read` → `ex` → `Slot`; `read` → `Outbox`
 //! state. Every other lock is a leaf: nothing is locked while it is held.
 
-
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::{JoinHandle, ThreadId};
@@ -130,6 +129,9 @@ pub struct Core<H: Handler> {
     /// a thread running that TLS handshake; a leaf lock.
     link_ready: Mutex<bool>,
     tls: bool,
+    /// The reader ended on a TLS failure (a TLS 1.3 client learns that the
+    /// server refused its certificate only after its own handshake).
+    tls_failed: AtomicBool,
     /// `FORKS` when this transport was made: in a forked child it differs,
     /// and the transport is inert (its threads and socket are the parent's).
     fork_gen: u64,
@@ -257,6 +259,7 @@ impl<H: Handler> Core<H> {
             peer_addr: peer_addr.clone(),
             link_ready: Mutex::new(!tls),
             tls,
+            tls_failed: AtomicBool::new(false),
             fork_gen: FORKS.load(Ordering::Relaxed),
             version,
             ex: Mutex::new(Exchanges::new(pool)),
@@ -458,7 +461,9 @@ impl<H: Handler> Core<H> {
         let ours = self.whoami().encode();
         let pending = self.send_request(WHOAMI_ID, &ours, false, between)?;
         // A late whoami keeps its opaque, as any timed-out request's.
-        let reply = self.await_response(&pending, Some((deadline, timeout)), between)?;
+        let reply = self
+            .await_response(&pending, Some((deadline, timeout)), between)
+            .map_err(|e| self.tls_cause(e))?;
         let peer = Whoami::decode(&reply.data)?;
         self.note_peer_tags(&peer.tags);
         self.outbox
@@ -485,7 +490,8 @@ impl<H: Handler> Core<H> {
                 }
             }
             if self.is_closed() {
-                return Err(Error::Closed("closed during handshake".into()));
+                let e = Error::Closed("closed during handshake".into());
+                return Err(self.tls_cause(e));
             }
             if Instant::now() >= deadline {
                 return Err(Error::Timeout(timeout));
@@ -538,6 +544,16 @@ impl<H: Handler> Core<H> {
                 self.close(&why);
                 Err(e)
             }
+        }
+    }
+
+    /// A close that TLS caused, told as the TLS error it was.
+    fn tls_cause(&self, e: Error) -> Error {
+        match e {
+            Error::Closed(_) if self.tls_failed.load(Ordering::Acquire) => {
+                Error::Tls(self.close_reason())
+            }
+            e => e,
         }
     }
 

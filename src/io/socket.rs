@@ -153,6 +153,9 @@ mod tests {
         // SAFETY: as above.
         let s = unsafe { Socket::from_raw_fd(c.into_raw_fd()) }.unwrap();
         s.configure().unwrap();
-        assert_eq!(s.peer_addr(), Some(Address::Inet(tcp.local_addr().unwrap())));
+        assert_eq!(
+            s.peer_addr(),
+            Some(Address::Inet(tcp.local_addr().unwrap()))
+        );
     }
 }

@@ -237,6 +237,9 @@ pub struct PeerCertificate {
     pub subject: String,
 }
 
+/// Gives a sender's bytes, in order, to the function it is handed.
+pub type Pieces<'a> = dyn FnMut(&mut dyn FnMut(&[u8])) + 'a;
+
 /// One connection's TLS state.
 pub struct TlsLink {
     conn: Mutex<Connection>,
@@ -332,8 +335,17 @@ impl TlsLink {
                 Ok(0) => return Err(Error::Tls(closed_during_handshake(conn.is_handshaking()))),
                 Ok(_) => {
                     if let Err(e) = conn.process_new_packets() {
-                        // Tell the peer why (the alert rustls queued), best effort.
-                        let _ = conn.write_tls(&mut io);
+                        // Tell the peer why (the alert rustls queued, maybe
+                        // behind a ChangeCipherSpec), best effort; then read
+                        // what it sent, since closing with
+                        // unread bytes resets the connection, which can
+                        // discard the alert before the peer reads it.
+                        while conn.wants_write() {
+                            if !matches!(conn.write_tls(&mut io), Ok(n) if n > 0) {
+                                break;
+                            }
+                        }
+                        discard_input(io.fd);
                         return Err(Error::Tls(explain(&e, io.first)));
                     }
                 }
@@ -412,7 +424,7 @@ impl TlsLink {
     /// Encrypts what `pieces` gives and sends it all, blocking; also sends
     /// whatever rustls had queued (a key update, an alert). Returns the
     /// plaintext bytes taken.
-    pub fn send(&self, fd: RawFd, pieces: &mut dyn FnMut(&mut dyn FnMut(&[u8]))) -> io::Result<usize> {
+    pub fn send(&self, fd: RawFd, pieces: &mut Pieces<'_>) -> io::Result<usize> {
         let mut tx = self.tx.lock();
         tx.clear();
         let mut taken = 0;
@@ -556,10 +568,25 @@ impl Write for FdIo {
     }
 }
 
+/// Reads and drops what the socket holds now (at most a few records).
+fn discard_input(fd: RawFd) {
+    let mut sink = [0u8; 4096];
+    for _ in 0..16 {
+        // SAFETY: recv writes at most sink.len() bytes into sink.
+        let n = unsafe { libc::recv(fd, sink.as_mut_ptr().cast(), sink.len(), libc::MSG_DONTWAIT) };
+        if n <= 0 {
+            return;
+        }
+    }
+}
+
 fn closed_during_handshake(handshaking: bool) -> String {
     let mut why = "the peer closed the connection during the TLS handshake".to_string();
     if handshaking {
-        why.push_str(" (does it speak TLS? a plaintext gofast peer drops a TLS hello)");
+        why.push_str(
+            " (a peer without TLS drops our hello; a TLS peer, one whose check of \
+             our certificate or its own failed: its log says which)",
+        );
     }
     why
 }

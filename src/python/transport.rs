@@ -498,7 +498,9 @@ fn address(py: Python<'_>, a: &Address) -> PyResult<Py<PyAny>> {
             .into_any()
             .unbind(),
         Address::Unix(path) => {
-            let p = path.as_ref().map_or(String::new(), |p| p.display().to_string());
+            let p = path
+                .as_ref()
+                .map_or(String::new(), |p| p.display().to_string());
             p.into_pyobject(py)?.into_any().unbind()
         }
     })

@@ -52,6 +52,9 @@ impl<H: Handler> Core<H> {
             Err(Error::Protocol(p)) => Some(p.clone()),
             _ => None,
         };
+        if matches!(ended, Err(Error::Tls(_))) {
+            self.tls_failed.store(true, Ordering::Release);
+        }
         let reason = match ended {
             // This side's close() shut the socket: its reason stands.
             _ if self.is_closed() => self.close_reason(),
