@@ -85,7 +85,9 @@ def main() -> None:
     sessions: list[Session] = []
     threads: list[threading.Thread] = []
     with gofast.listen((args.host, args.port)) as listener:
-        host, port = listener.address
+        address = listener.address
+        assert not isinstance(address, str)  # (host, port): a TCP listener
+        host, port = address
         print(f"example-server listening on {host}:{port}", flush=True)
         for _ in range(args.clients):
             transport = listener.accept(name="example-server", timeout=args.timeout)
