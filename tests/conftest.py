@@ -1,8 +1,14 @@
-"""Shared fixtures: connected transport pairs over 127.0.0.1."""
+"""Shared fixtures: connected transport pairs, over TCP on 127.0.0.1, over
+a Unix socket in a temporary directory, or over TLS (certificates made by
+trustme for the session); tests using ``pair``/``pair_factory`` run over
+each (the ``link`` fixture; a test about one kind parametrizes ``link``
+itself)."""
 
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -10,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+import trustme
 
 import gofast
 
@@ -44,19 +51,84 @@ class Pair:
         self.server.close()
 
 
+LINKS = ("tcp", "unix", "tls")
+
+
+class Certificates:
+    """A test CA, and TLS settings for a server (``localhost``/127.0.0.1)
+    and a client (mutual TLS) that it signed."""
+
+    def __init__(self) -> None:
+        self.ca = trustme.CA()
+        self.server_cert = self.ca.issue_cert("localhost", "127.0.0.1", common_name="server")
+        self.client_cert = self.ca.issue_cert("client.test", common_name="client")
+
+    def tls(self, leaf: trustme.LeafCert | None, **kw: Any) -> gofast.TLS:
+        """TLS settings with ``leaf``'s certificate (or none) trusting our CA."""
+        if leaf is None:
+            return gofast.TLS(ca=self.ca.cert_pem.bytes(), **kw)
+        chain = b"".join(p.bytes() for p in leaf.cert_chain_pems)
+        return gofast.TLS(
+            cert=chain, key=leaf.private_key_pem.bytes(), ca=self.ca.cert_pem.bytes(), **kw
+        )
+
+    def server(self, **kw: Any) -> gofast.TLS:
+        return self.tls(self.server_cert, **kw)
+
+    def client(self, **kw: Any) -> gofast.TLS:
+        kw.setdefault("server_name", "localhost")
+        return self.tls(self.client_cert, **kw)
+
+
+_CERTS: Certificates | None = None
+
+
+def certificates() -> Certificates:
+    """One CA and its certificates for the whole session (made on first use)."""
+    global _CERTS
+    if _CERTS is None:
+        _CERTS = Certificates()
+    return _CERTS
+
+
+@pytest.fixture(scope="session")
+def certs() -> Certificates:
+    return certificates()
+
+
+def listen_on(link: str, directory: str | None = None) -> gofast.Listener:
+    """A listener for ``link``: TCP on 127.0.0.1, a Unix socket in
+    ``directory`` (a new temporary one by default), or TLS over TCP."""
+    if link == "tcp":
+        return gofast.listen(("127.0.0.1", 0))
+    if link == "unix":
+        directory = directory or tempfile.mkdtemp(prefix="gofast-")
+        return gofast.listen(os.path.join(directory, "gofast.sock"))
+    if link == "tls":
+        return gofast.listen(("127.0.0.1", 0), tls=certificates().server())
+    raise ValueError(f"unknown link {link!r}")
+
+
+def client_tls(link: str) -> gofast.TLS | None:
+    return certificates().client() if link == "tls" else None
+
+
 def make_pair(
     client_setup: Setup | None = None,
     server_setup: Setup | None = None,
     client_settings: dict[str, Any] | None = None,
     server_settings: dict[str, Any] | None = None,
     handshake: bool = True,
+    link: str = "tcp",
 ) -> Pair:
-    """Connects two transports; each setup callback runs before the
-    handshake (subscribe handlers there)."""
-    with gofast.listen(("127.0.0.1", 0)) as lis:
+    """Connects two transports over ``link``; each setup callback runs
+    before the handshake (subscribe handlers there)."""
+    with listen_on(link) as lis:
         with ThreadPoolExecutor(1) as pool:
             accepted = pool.submit(lis.accept, name="server", settings=server_settings, timeout=10)
-            client = gofast.Transport.connect(lis.address, name="client", settings=client_settings)
+            client = gofast.Transport.connect(
+                lis.address, name="client", settings=client_settings, tls=client_tls(link)
+            )
             server = accepted.result(timeout=10)
     if client_setup:
         client_setup(client)
@@ -70,13 +142,20 @@ def make_pair(
     return Pair(client, server)
 
 
+@pytest.fixture(params=LINKS)
+def link(request: pytest.FixtureRequest) -> str:
+    """What carries a test's pairs: "tcp", "unix" or "tls"."""
+    return str(request.param)
+
+
 @pytest.fixture
-def pair_factory() -> Iterator[Callable[..., Pair]]:
-    """``pair_factory(client_setup=..., server_setup=..., ...)`` -> Pair;
-    every pair made is closed at teardown."""
+def pair_factory(link: str) -> Iterator[Callable[..., Pair]]:
+    """``pair_factory(client_setup=..., server_setup=..., ...)`` -> Pair,
+    over the test's ``link``; every pair made is closed at teardown."""
     made: list[Pair] = []
 
     def factory(**kwargs: Any) -> Pair:
+        kwargs.setdefault("link", link)
         p = make_pair(**kwargs)
         made.append(p)
         return p

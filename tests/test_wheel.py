@@ -84,7 +84,9 @@ def test_native_module_is_stripped(built: Built, tmp_path: Path) -> None:
         sections = {s.name for s in ELFFile(f).iter_sections()}
     assert not {n for n in sections if n.startswith(".debug")}, sections
     assert ".symtab" not in sections, "symbol table not stripped"
-    assert path.stat().st_size < 2_000_000
+    # Stripped: about 2.9 MB, most of it rustls, ring and x509-parser (TLS);
+    # with debug info it would be several times that.
+    assert path.stat().st_size < 4_000_000
 
 
 def test_metadata(built: Built) -> None:
