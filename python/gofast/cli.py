@@ -86,7 +86,9 @@ def parse_address(text: str) -> Address:
     return host, int(port_text)
 
 
-def _show(address: tuple[str, int]) -> str:
+def _show(address: tuple[str, int] | str) -> str:
+    if isinstance(address, str):
+        return address  # a Unix socket path
     host, port = address
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 

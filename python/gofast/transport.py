@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self, TypeAlias
+from typing import Any, Self, TypeAlias, cast
 
 from . import _native
 from .errors import ConnectionClosed, UsageError
@@ -51,6 +51,7 @@ def _unix_path(address: object) -> str | None:
             raise TypeError("a Unix socket path must be text, not bytes")
         return path
     return None
+
 
 Stream = _native.Stream
 
@@ -148,7 +149,7 @@ class Transport(_native.Transport):
                 raise
             host = None
         else:
-            host, port = address  # type: ignore[misc]
+            host, port = cast("tuple[str, int]", address)
             sock = socket.create_connection((host, port), timeout=timeout)
         server_name = tls.server_name or host if tls is not None else None
         return cls.from_socket(
@@ -328,10 +329,12 @@ class Listener:
         if self._path is not None:
             self._sock = _bind_unix(self._path, backlog)
         else:
-            host, port = address  # type: ignore[misc]
+            host, port = cast("tuple[str, int]", address)
             # An IPv6 literal ("::1") needs an AF_INET6 socket; a name resolves.
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
             self._sock = socket.create_server((host, port), family=family, backlog=backlog)
+        # Kept: a closed socket cannot tell its address any more.
+        self._address: tuple[str, int] | str = self._path or tuple(self._sock.getsockname()[:2])
         self._closed = False
         self._closed_path = False
 
@@ -339,10 +342,7 @@ class Listener:
     def address(self) -> tuple[str, int] | str:
         """The (host, port) it listens on (the real port when 0 was asked),
         or its socket path."""
-        if self._path is not None:
-            return self._path
-        host, port = self._sock.getsockname()[:2]
-        return host, port
+        return self._address
 
     @property
     def tls(self) -> TLS | None:
