@@ -22,8 +22,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use gofast::codec::Message;
+use gofast::protocol::{Dispatched, Handler, Session};
 use gofast::settings::{Role, Settings};
-use gofast::transport::{Core, Dispatched, Handler};
+use gofast::transport::Core;
 use gofast::writer::Data;
 
 const ECHO_ID: u64 = 100;
@@ -40,12 +41,17 @@ impl Handler for Echo {
         run()
     }
 
-    fn on_post(&self, _core: &Arc<Core<Self>>, _msg: &Message<'_>) -> Dispatched {
+    fn on_post(&self, _session: &Arc<Session<Self>>, _msg: &Message<'_>) -> Dispatched {
         Dispatched::Handled
     }
 
-    fn on_request(&self, core: &Arc<Core<Self>>, opaque: u64, msg: &Message<'_>) -> Dispatched {
-        match core.respond(opaque, msg.id, Data::copied(&msg.data), true) {
+    fn on_request(
+        &self,
+        session: &Arc<Session<Self>>,
+        opaque: u64,
+        msg: &Message<'_>,
+    ) -> Dispatched {
+        match session.respond(opaque, msg.id, Data::copied(&msg.data), true) {
             Ok(_) => Dispatched::Handled,
             Err(_) => Dispatched::NoHandler,
         }
@@ -53,14 +59,14 @@ impl Handler for Echo {
 
     fn on_stream_start(
         &self,
-        _core: &Arc<Core<Self>>,
+        _session: &Arc<Session<Self>>,
         _opaque: u64,
         _msg: &Message<'_>,
     ) -> Result<Option<()>, Dispatched> {
         Err(Dispatched::NoHandler)
     }
 
-    fn on_stream_msg(&self, _core: &Arc<Core<Self>>, _cb: &(), _msg: Option<&Message<'_>>) {}
+    fn on_stream_msg(&self, _session: &Arc<Session<Self>>, _cb: &(), _msg: Option<&Message<'_>>) {}
 
     fn on_closed(&self) {}
 }
