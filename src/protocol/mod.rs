@@ -36,6 +36,9 @@ use crate::writer::{Out, Urgency};
 
 mod dispatch;
 mod handshake;
+pub mod memory;
+#[cfg(test)]
+mod replay;
 mod send;
 #[cfg(test)]
 pub(crate) mod testing;
