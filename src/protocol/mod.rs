@@ -145,9 +145,9 @@ impl PendingRequest {
 
 /// One gofast connection's protocol state.
 ///
-/// Locks, all leaves taken with or without the GIL, never while calling
-/// the handler: `ex` → `Slot` (a RESPONSE filled under the table's lock is
-/// not; see `deliver_response`), `peer`, `silent_since`.
+/// Its locks are taken with or without the GIL and never held while the
+/// handler runs or a line is logged: `ex` → `Slot` (closing fails the
+/// waiting requests under `ex`); `peer` and `silent_since` are leaves.
 pub struct Session<H: Handler> {
     pub name: String,
     pub settings: Settings,
