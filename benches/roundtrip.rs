@@ -10,6 +10,9 @@
 //! * `core_request/1`: one requester, sequential round trips.
 //! * `core_request/16`: 16 requester threads at once; one iteration is one
 //!   request (the time is the batch's wall time divided by its size).
+//! * `session_request`: the protocol part alone: two `Session`s back to
+//!   back, the bytes each sends fed to the other in memory (encode, decode,
+//!   dispatch, the exchange table), on one thread with no socket.
 //!
 //! Run: `cargo bench --no-default-features --bench roundtrip` (add
 //! `-- --quick` for a short run).
@@ -23,8 +26,10 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use gofast::codec::Message;
 use gofast::io::{Link, Socket};
+use gofast::protocol::memory::MemorySink;
+use gofast::protocol::{Dispatched, FrameSink, Handler, Session};
 use gofast::settings::{Role, Settings};
-use gofast::transport::{Core, Dispatched, Handler};
+use gofast::transport::Core;
 use gofast::writer::Data;
 
 const ECHO_ID: u64 = 100;
@@ -41,12 +46,17 @@ impl Handler for Echo {
         run()
     }
 
-    fn on_post(&self, _core: &Arc<Core<Self>>, _msg: &Message<'_>) -> Dispatched {
+    fn on_post(&self, _session: &Arc<Session<Self>>, _msg: &Message<'_>) -> Dispatched {
         Dispatched::Handled
     }
 
-    fn on_request(&self, core: &Arc<Core<Self>>, opaque: u64, msg: &Message<'_>) -> Dispatched {
-        match core.respond(opaque, msg.id, Data::copied(&msg.data), true) {
+    fn on_request(
+        &self,
+        session: &Arc<Session<Self>>,
+        opaque: u64,
+        msg: &Message<'_>,
+    ) -> Dispatched {
+        match session.respond(opaque, msg.id, Data::copied(&msg.data), true) {
             Ok(_) => Dispatched::Handled,
             Err(_) => Dispatched::NoHandler,
         }
@@ -54,14 +64,14 @@ impl Handler for Echo {
 
     fn on_stream_start(
         &self,
-        _core: &Arc<Core<Self>>,
+        _session: &Arc<Session<Self>>,
         _opaque: u64,
         _msg: &Message<'_>,
     ) -> Result<Option<()>, Dispatched> {
         Err(Dispatched::NoHandler)
     }
 
-    fn on_stream_msg(&self, _core: &Arc<Core<Self>>, _cb: &(), _msg: Option<&Message<'_>>) {}
+    fn on_stream_msg(&self, _session: &Arc<Session<Self>>, _cb: &(), _msg: Option<&Message<'_>>) {}
 
     fn on_closed(&self) {}
 }
@@ -98,6 +108,65 @@ fn pair() -> (Arc<Core<Echo>>, Arc<Core<Echo>>) {
         .handshake(Duration::from_secs(10), &mut || Ok(()))
         .expect("client handshake");
     (client, accepting.join().expect("server thread"))
+}
+
+/// A client and a server session wired back to back in memory.
+struct SessionPair {
+    client: Arc<Session<Echo>>,
+    to_server: Arc<MemorySink>,
+    server: Arc<Session<Echo>>,
+    to_client: Arc<MemorySink>,
+}
+
+fn session(role: Role) -> (Arc<Session<Echo>>, Arc<MemorySink>) {
+    let sink = Arc::new(MemorySink::bytes_only());
+    let dyn_sink: Arc<dyn FrameSink> = sink.clone();
+    let s = Session::new(
+        "bench",
+        1,
+        Settings::defaults(role),
+        Arc::default(),
+        dyn_sink,
+        Echo,
+    )
+    .expect("session");
+    (Arc::new(s), sink)
+}
+
+impl SessionPair {
+    fn new() -> Self {
+        let (client, to_server) = session(Role::Dialer);
+        let (server, to_client) = session(Role::Acceptor);
+        SessionPair {
+            client,
+            to_server,
+            server,
+            to_client,
+        }
+    }
+
+    fn request(&self) {
+        let pending = self
+            .client
+            .send_request(ECHO_ID, &PAYLOAD, true, &mut || Ok(()))
+            .expect("send");
+        self.server
+            .feed(&self.to_server.take_bytes())
+            .expect("request frame");
+        self.client
+            .feed(&self.to_client.take_bytes())
+            .expect("response frame");
+        let reply = pending.wait(None).expect("reply").expect("ok");
+        assert_eq!(reply.data.len(), PAYLOAD.len());
+    }
+}
+
+fn session_requests(c: &mut Criterion) {
+    let pair = SessionPair::new();
+    let mut group = c.benchmark_group("round_trip");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("session_request", |b| b.iter(|| pair.request()));
+    group.finish();
 }
 
 fn request(core: &Core<Echo>) {
@@ -167,5 +236,5 @@ fn core_requests(c: &mut Criterion) {
     server.close("bench done");
 }
 
-criterion_group!(benches, socket_pingpong, core_requests);
+criterion_group!(benches, socket_pingpong, core_requests, session_requests);
 criterion_main!(benches);

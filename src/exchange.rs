@@ -107,7 +107,7 @@ pub struct Closing<C> {
     pub callback: Option<C>,
 }
 
-/// Behind `Core::ex`, a lock taken with or without the GIL: see "Locks and
+/// Behind `Session::ex`, a lock taken with or without the GIL: see "Locks and
 /// the GIL" in transport.rs.
 pub struct Exchanges<C> {
     pool: OpaquePool,

@@ -1,24 +1,42 @@
 //! gofast for Python: the Rust core.
 //!
+//! The protocol, with no I/O:
+//!
 //! * `codec`     — bytes ⇄ frames (docs/protocol.md §1), compression.
+//! * `protocol`  — one connection's protocol state (`Session`): handshake,
+//!   dispatch of received frames, built-in replies, what is sent; frames in,
+//!   handler calls and frames out (to a `FrameSink`).
 //! * `exchange`  — which exchange a frame belongs to; opaque lifetimes.
 //! * `opaque`    — the pool of opaque values.
-//! * `io`        — byte streams: TCP or Unix sockets, TLS over either.
-//! * `readbuf`   — the reader's receive buffer.
-//! * `writer`    — the batching writer and its thread.
-//! * `transport` — one connection: reader thread, handshake, exchanges.
 //! * `builtin`   — whoami, ping and heartbeat payloads.
 //! * `log_limit` — the rate limit on warnings about what a peer sends.
 //! * `settings`, `stats`, `errors` — what their names say.
+//!
+//! The byte streams under a connection:
+//!
+//! * `io`        — TCP or Unix domain sockets, and TLS (rustls) over either.
+//!
+//! The threaded driver of a session over such a stream:
+//!
+//! * `transport` — `Core`: the link, the reader thread, requesters
+//!   reading their own RESPONSEs, the TLS handshake, closing; fork() safety
+//!   (`forks`).
+//! * `readbuf`   — the reader's receive buffer.
+//! * `writer`    — the batching writer and its thread (the `FrameSink`).
+//!
+//! The front end:
+//!
 //! * `python`    — the pyo3 bindings (`gofast._native`).
 
 pub mod builtin;
 pub mod codec;
 pub mod errors;
 pub mod exchange;
+pub mod forks;
 pub mod io;
 pub mod log_limit;
 pub mod opaque;
+pub mod protocol;
 pub mod readbuf;
 pub mod settings;
 pub mod stats;

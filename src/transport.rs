@@ -1,16 +1,20 @@
-//! One gofast transport over one TCP connection: the handshake, the
-//! exchanges (POST, REQUEST/RESPONSE, STREAMs, both directions), built-in
-//! messages and statistics. It runs a reader thread that decodes frames and
-//! dispatches them, and a writer thread (see `writer`). What runs for an
-//! application message is behind the `Handler` trait, so this module knows
-//! nothing of Python.
+//! One gofast transport over one TCP connection: the threaded socket driver
+//! of a `protocol::Session`, which holds the protocol itself (handshake,
+//! exchanges, built-in messages, statistics). This module owns what the
+//! session does not: the socket, a reader thread that reads it and hands
+//! each read's frames to the session (`receive`), the writer thread and its
+//! send queue (`writer::Outbox`, the session's `FrameSink`), requesters
+//! that read their own RESPONSEs (`receive::spin_reading`), closing and
+//! joining, and fork() safety. What runs for an application message is
+//! behind the `Handler` trait, so this module knows nothing of Python.
 //!
 //! # Locks and the GIL
 //!
-//! Every Rust lock of a transport is declared in `Core`, `Outbox`
-//! (`writer.rs`), `Exchanges`/`Slot` (`exchange.rs`) and `PyHandler`
-//! (`python/handler.rs`), plus the process-wide `LIVE` and stats registry.
-//! Two rules keep a Python process from freezing:
+//! Every Rust lock of a transport is declared in `Core`, `Session`
+//! (`protocol/mod.rs`), `Outbox` (`writer.rs`), `Exchanges`/`Slot`
+//! (`exchange.rs`) and `PyHandler` (`python/handler.rs`), plus the
+//! process-wide `LIVE` and stats registry. Two rules keep a Python process
+//! from freezing:
 //!
 //! 1. No thread takes the GIL while it holds a Rust lock: no Python call, no
 //!    log record (pyo3-log takes the GIL), no drop of a Python object that
@@ -27,8 +31,10 @@
 //! ever *waits* for `read`, and only without the GIL; requesters merely
 //! `try_lock` it (without the GIL) and never log while holding it.
 //!
-//! Nesting order, outer first: `read` → `ex` → `Slot`; `read` → `Outbox`
-//! state. Every other lock is a leaf: nothing is locked while it is held.
+//! Nesting order, outer first: `read` → `Session::ex` → `Slot`; `read` →
+//! `Outbox` state. Every other lock is a leaf: nothing is locked while it
+//! is held (`Session::peer` and `silent_since`, `Core::hs`, `sock`,
+//! `reader`, `writer`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -37,84 +43,33 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::builtin::{self, Whoami, WHOAMI_ID};
-use crate::codec::compress::Encoding;
-use crate::codec::{Kind, Message};
+use crate::builtin::{Whoami, WHOAMI_ID};
+use crate::codec::Kind;
 use crate::errors::{Error, ProtocolError, Result};
-use crate::exchange::{Exchanges, Origin, OwnedMessage, Slot};
+use crate::exchange::{Origin, OwnedMessage};
+use crate::forks;
 use crate::io::{Address, Link, PeerCertificate};
-use crate::log_limit::LogLimit;
-use crate::opaque::OpaquePool;
+use crate::protocol::{FrameRef, FrameSink, Session};
 use crate::readbuf::ReadBuf;
 use crate::settings::Settings;
 use crate::stats::{self, Stats};
-use crate::writer::{Data, Out, Outbox, Urgency};
+use crate::writer::{Data, Outbox};
 
-mod dispatch;
 mod idle_spin;
 mod receive;
 
-/// Whether a handler took a message.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Dispatched {
-    Handled,
-    /// No handler for its id (and no default handler): a counted drop.
-    NoHandler,
-}
+pub use crate::protocol::{Dispatched, Handler, PendingRequest, WAKE_EVERY};
 
-/// What runs application code for incoming messages. Calls come from the
-/// reader thread, in frame order, inside `batch`.
-pub trait Handler: Send + Sync + Sized + 'static {
-    /// A stream's receive callback.
-    type Callback: Clone + Send + Sync + 'static;
-
-    /// Runs `run` once for a whole batch of frames; the Python handler holds
-    /// the GIL across it so the per-message calls below don't each take it.
-    fn batch(&self, run: &mut dyn FnMut());
-    fn on_post(&self, core: &Arc<Core<Self>>, msg: &Message<'_>) -> Dispatched;
-    /// Whether POSTs with this id go to a batch handler (`on_posts`).
-    fn batches_posts(&self, _id: u64) -> bool {
-        false
-    }
-    /// Consecutive POSTs of one id from one read, all for a batch handler.
-    fn on_posts(&self, _core: &Arc<Core<Self>>, _msgs: &[Message<'_>]) {}
-    fn on_request(&self, core: &Arc<Core<Self>>, opaque: u64, msg: &Message<'_>) -> Dispatched;
-    /// `Err(NoHandler)` drops the stream; `Ok(None)` keeps it without a callback.
-    fn on_stream_start(
-        &self,
-        core: &Arc<Core<Self>>,
-        opaque: u64,
-        msg: &Message<'_>,
-    ) -> std::result::Result<Option<Self::Callback>, Dispatched>;
-    /// `None`: the stream has ended (peer's FINISH, or the connection closed).
-    fn on_stream_msg(
-        &self,
-        core: &Arc<Core<Self>>,
-        callback: &Self::Callback,
-        msg: Option<&Message<'_>>,
-    );
-    /// The connection ended before the peer finished this stream; its
-    /// `on_stream_msg(None)` follows at once.
-    fn on_stream_cut(&self, _callback: &Self::Callback, _reason: &str) {}
-    /// The transport is closed for good: drop what the handlers hold.
-    fn on_closed(&self);
-    /// Runs the reader thread's whole life (the Python handler keeps one
-    /// interpreter thread state for it instead of one per batch).
-    fn reader_thread(&self, run: &mut dyn FnMut()) {
-        run()
-    }
-}
-
+/// The driver's side of the handshake; the protocol's is in the session.
 #[derive(Default)]
 struct HandshakeState {
+    /// The reader thread has been started (by `handshake()`).
     started: bool,
-    peer: Option<Whoami>,
-    answered_peer: bool,
 }
 
 pub struct Core<H: Handler> {
-    pub name: String,
-    pub settings: Settings,
+    session: Arc<Session<H>>,
+    /// The session's counters, which the driver adds bytes and writes to.
     pub stats: Arc<Stats>,
     outbox: Arc<Outbox>,
     /// For shutdown(); taken out at close. The reader thread, the writer
@@ -132,55 +87,29 @@ pub struct Core<H: Handler> {
     /// The reader ended on a TLS failure (a TLS 1.3 client learns that the
     /// server refused its certificate only after its own handshake).
     tls_failed: AtomicBool,
-    /// `FORKS` when this transport was made: in a forked child it differs,
-    /// and the transport is inert (its threads and socket are the parent's).
-    fork_gen: u64,
-    version: u64,
-    ex: Mutex<Exchanges<H::Callback>>,
-    handler: H,
     hs: Mutex<HandshakeState>,
+    /// Wakes `handshake()` when the session has answered the peer's whoami
+    /// (the reader checks after each batch) or the transport closes.
     hs_cv: Condvar,
-    closed: AtomicBool,
-    /// Why it closed, first reason wins (what every later call reports).
-    close_reason: OnceLock<String>,
+    /// The reader has told `hs_cv` that the peer's whoami is answered.
+    hs_told: AtomicBool,
     /// Threads waiting in `wait_response`.
     waiters: AtomicUsize,
     /// One of them is reading for its RESPONSE (`spin_reading`): at most
     /// one at a time, as many spinning threads would starve the reader.
     spinner: AtomicBool,
-    silent_since: Mutex<Option<Instant>>,
-    /// Both sides advertised `x-errors` (set from the peer's whoami).
-    errors_ext: AtomicBool,
     reader: Mutex<Option<JoinHandle<()>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     reader_id: OnceLock<ThreadId>,
     /// The receive buffer and the socket to read, held by whoever reads:
     /// the reader thread, or a requester taking its own RESPONSE (`receive`).
     read: Mutex<ReadSide>,
-    /// Rate of warnings about the peer's frames (`dispatch::note_peer`).
-    log_limit: LogLimit,
 }
 
 struct ReadSide {
     buf: ReadBuf,
     /// `None` once closed: requesters then leave the socket alone.
     sock: Option<Arc<Link>>,
-}
-
-/// How many times this process is a fork()ed child of the one that made
-/// its transports (bumped in the child by a pthread_atfork handler).
-static FORKS: AtomicU64 = AtomicU64::new(0);
-
-extern "C" fn count_fork_in_child() {
-    FORKS.fetch_add(1, Ordering::Relaxed);
-}
-
-fn watch_forks() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    // SAFETY: registers a handler that only bumps an atomic (async-signal-safe).
-    ONCE.call_once(|| unsafe {
-        libc::pthread_atfork(None, None, Some(count_fork_in_child));
-    });
 }
 
 /// What `close_all_transports` needs of a transport, whatever its handler.
@@ -210,15 +139,27 @@ pub fn close_all_transports() {
 /// Thread stacks: the reader runs Python handlers, the writer only Rust.
 const READER_STACK: usize = 1024 * 1024;
 const WRITER_STACK: usize = 128 * 1024;
-/// How often a long wait wakes to run its caller's check (for Ctrl-C).
-pub const WAKE_EVERY: Duration = Duration::from_millis(50);
-/// Most bytes a frame adds around its message data: marker, kind, packet
-/// and opaque heads, the body map with its tags, id and data heads.
-const FRAME_OVERHEAD_MAX: usize = 64;
 /// How long `close()` waits for queued frames to reach the socket.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
-/// Largest compressed-layer expansion accepted, relative to frame.max.
-const MAX_BODY_FACTOR: usize = 4;
+
+/// The driver's send queue is the session's sink.
+impl FrameSink for Outbox {
+    fn push(&self, out: crate::writer::Out<'_>, urgency: crate::writer::Urgency) -> Result<bool> {
+        Outbox::push(self, out, urgency)
+    }
+
+    fn corked(&self, quick: bool, run: &mut dyn FnMut()) {
+        Outbox::corked(self, quick, run)
+    }
+
+    fn set_encodings(&self, encodings: Vec<crate::codec::Encoding>) {
+        Outbox::set_encodings(self, encodings)
+    }
+
+    fn wait_room(&self, until: Instant) {
+        Outbox::wait_room(self, Some(until))
+    }
+}
 
 impl<H: Handler> Core<H> {
     /// Wraps a connected socket and starts its writer thread. The reader
@@ -232,14 +173,13 @@ impl<H: Handler> Core<H> {
         handler: H,
     ) -> Result<Arc<Self>> {
         settings.validate()?;
-        watch_forks();
+        forks::watch();
         link.socket.configure()?;
         let (local_addr, peer_addr) = (link.socket.local_addr(), link.socket.peer_addr());
         let tls = link.is_tls();
         let sock = Arc::new(link);
         let stats = Arc::new(Stats::default());
         let (buffersize, max_frame) = (settings.buffersize as usize, settings.max_frame);
-        let pool = OpaquePool::new(settings.opaque_start, settings.opaque_end)?;
         let outbox = Arc::new(Outbox::new(
             sock.clone(),
             stats.clone(),
@@ -249,9 +189,10 @@ impl<H: Handler> Core<H> {
             settings.gzip_level,
             settings.opaque_start,
         ));
+        let sink: Arc<dyn FrameSink> = outbox.clone();
+        let session = Session::new(name, version, settings, stats.clone(), sink, handler)?;
         let core = Arc::new(Core {
-            name: name.to_string(),
-            settings,
+            session: Arc::new(session),
             stats,
             outbox: outbox.clone(),
             sock: Mutex::new(Some(sock.clone())),
@@ -260,18 +201,11 @@ impl<H: Handler> Core<H> {
             link_ready: Mutex::new(!tls),
             tls,
             tls_failed: AtomicBool::new(false),
-            fork_gen: FORKS.load(Ordering::Relaxed),
-            version,
-            ex: Mutex::new(Exchanges::new(pool)),
-            handler,
             hs: Mutex::new(HandshakeState::default()),
             hs_cv: Condvar::new(),
-            closed: AtomicBool::new(false),
-            close_reason: OnceLock::new(),
+            hs_told: AtomicBool::new(false),
             waiters: AtomicUsize::new(0),
             spinner: AtomicBool::new(false),
-            silent_since: Mutex::new(None),
-            errors_ext: AtomicBool::new(false),
             reader: Mutex::new(None),
             writer: Mutex::new(None),
             reader_id: OnceLock::new(),
@@ -279,9 +213,8 @@ impl<H: Handler> Core<H> {
                 buf: ReadBuf::new(buffersize, max_frame),
                 sock: Some(sock),
             }),
-            log_limit: LogLimit::default(),
         });
-        stats::register(name, &core.stats);
+        stats::register(name, &core.session.stats);
         {
             let mut live = LIVE.lock();
             live.retain(|w| w.strong_count() > 0);
@@ -303,17 +236,30 @@ impl<H: Handler> Core<H> {
         Ok(core)
     }
 
+    /// The protocol state this transport drives; what handlers get.
+    pub fn session(&self) -> &Arc<Session<H>> {
+        &self.session
+    }
+
+    pub fn name(&self) -> &str {
+        &self.session.name
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.session.settings
+    }
+
     pub fn handler(&self) -> &H {
-        &self.handler
+        self.session.handler()
     }
 
     pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
+        self.session.is_closed()
     }
 
     /// Why the transport closed ("" while open).
     pub fn close_reason(&self) -> String {
-        self.close_reason.get().cloned().unwrap_or_default()
+        self.session.close_reason()
     }
 
     /// Whether the reader runs (from `handshake()` on), so a RESPONSE can
@@ -344,7 +290,7 @@ impl<H: Handler> Core<H> {
     /// False in a fork()ed child: the transport belongs to the parent,
     /// whose threads and connection the child must never touch.
     pub fn in_owner_process(&self) -> bool {
-        FORKS.load(Ordering::Relaxed) == self.fork_gen
+        self.session.in_owner_process()
     }
 
     /// Wakes every thread blocked on the socket; the fd stays open until
@@ -356,74 +302,27 @@ impl<H: Handler> Core<H> {
     }
 
     pub fn whoami(&self) -> Whoami {
-        Whoami {
-            name: self.name.clone(),
-            version: self.version,
-            buffersize: self.settings.buffersize,
-            tags: self.own_tags(),
-        }
-    }
-
-    /// Our whoami tags: the encodings we receive, then the extension's tag.
-    fn own_tags(&self) -> String {
-        let mut tags = self.settings.tags_csv();
-        if self.settings.errors_ext {
-            if !tags.is_empty() {
-                tags.push(',');
-            }
-            tags.push_str(builtin::ERRORS_TAG);
-        }
-        tags
+        self.session.whoami()
     }
 
     /// Whether errors are reported to the peer (and read from it): both
     /// sides advertised `x-errors`.
     pub fn errors_ext(&self) -> bool {
-        self.errors_ext.load(Ordering::Acquire)
+        self.session.errors_ext()
     }
 
-    /// Notes the peer's whoami tags, from its whoami REQUEST or RESPONSE.
-    pub(crate) fn note_peer_tags(&self, tags: &str) {
-        if self.settings.errors_ext && builtin::has_errors_tag(tags) {
-            self.errors_ext.store(true, Ordering::Release);
-        }
-    }
-
-    /// Tells the peer, under the `x-errors` extension, that its REQUEST
-    /// (`kind` Request) or the stream it opened (`kind` StreamMsg) failed
-    /// here. Does nothing without the extension. Best effort: a full send
-    /// queue drops it (the requester then times out, as without it).
+    /// See `Session::send_error`.
     pub fn send_error(&self, kind: Kind, opaque: u64, type_name: &str, message: &str) {
-        if !self.errors_ext() || self.is_closed() {
-            return;
-        }
-        let data = builtin::encode_error(type_name, message);
-        let counter = match kind {
-            Kind::Request => &self.stats.n_txresp,
-            _ => &self.stats.n_txstream,
-        };
-        let urgency = if kind == Kind::Request {
-            Urgency::Direct
-        } else {
-            Urgency::Flush
-        };
-        let _ = self.send_msg(
-            kind,
-            opaque,
-            builtin::ERROR_ID,
-            Data::copied(&data),
-            urgency,
-            counter,
-        );
+        self.session.send_error(kind, opaque, type_name, message)
     }
 
     pub fn peer(&self) -> Option<Whoami> {
-        self.hs.lock().peer.clone()
+        self.session.peer()
     }
 
     /// Time since the peer's last heartbeat, if one arrived.
     pub fn silent_since(&self) -> Option<Duration> {
-        self.silent_since.lock().map(|t| t.elapsed())
+        self.session.silent_since()
     }
 
     pub fn set_flush_period(&self, period: Option<Duration>) {
@@ -436,8 +335,7 @@ impl<H: Handler> Core<H> {
 
     /// (opaques held by exchanges we started, streams the peer opened)
     pub fn exchanges_in_use(&self) -> (usize, usize) {
-        let ex = self.ex.lock();
-        (ex.local_in_use(), ex.remote_streams())
+        self.session.exchanges_in_use()
     }
 
     pub fn is_reader_thread(&self) -> bool {
@@ -458,34 +356,23 @@ impl<H: Handler> Core<H> {
         let deadline = Instant::now() + timeout;
         self.ready_link(deadline, timeout, between)?;
         self.start_reader()?;
-        let ours = self.whoami().encode();
+        let ours = self.session.whoami().encode();
         let pending = self.send_request(WHOAMI_ID, &ours, false, between)?;
         // A late whoami keeps its opaque, as any timed-out request's.
         let reply = self
             .await_response(&pending, Some((deadline, timeout)), between)
             .map_err(|e| self.tls_cause(e))?;
-        let peer = Whoami::decode(&reply.data)?;
-        self.note_peer_tags(&peer.tags);
-        self.outbox
-            .set_encodings(peer_encodings(&peer.tags, &self.name));
-        self.hs.lock().peer = Some(peer.clone());
-        log::info!(
-            "gofast[{}]: handshake done: peer {:?}, version {}, tags {:?}",
-            self.name,
-            peer.name,
-            peer.version,
-            peer.tags
-        );
+        let peer = self.session.handshake_reply(&reply)?;
         loop {
             {
                 let mut hs = self.hs.lock();
                 let slice = (Instant::now() + WAKE_EVERY).min(deadline);
-                while !hs.answered_peer && !self.is_closed() {
+                while !self.session.answered_peer() && !self.is_closed() {
                     if self.hs_cv.wait_until(&mut hs, slice).timed_out() {
                         break;
                     }
                 }
-                if hs.answered_peer {
+                if self.session.answered_peer() {
                     return Ok(peer);
                 }
             }
@@ -531,7 +418,7 @@ impl<H: Handler> Core<H> {
                 let peer = tls.peer_certificate();
                 log::info!(
                     "gofast[{}]: TLS established, peer certificate {:?}",
-                    self.name,
+                    self.name(),
                     peer.as_ref().map_or("none", |p| p.subject.as_str())
                 );
                 Ok(())
@@ -540,7 +427,7 @@ impl<H: Handler> Core<H> {
                 drop(ready);
                 drop(link);
                 let why = e.to_string();
-                log::warn!("gofast[{}]: {why}", self.name);
+                log::warn!("gofast[{}]: {why}", self.name());
                 self.close(&why);
                 Err(e)
             }
@@ -570,7 +457,7 @@ impl<H: Handler> Core<H> {
         }
         let me = self.clone();
         let handle = std::thread::Builder::new()
-            .name(format!("gofast-rx-{}", self.name))
+            .name(format!("gofast-rx-{}", self.session.name))
             .stack_size(READER_STACK)
             .spawn(move || me.run_reader())?;
         let _ = self.reader_id.set(handle.thread().id());
@@ -578,50 +465,22 @@ impl<H: Handler> Core<H> {
         Ok(())
     }
 
-    // ---- sending ---------------------------------------------------------
-
-    fn push(&self, out: Out<'_>, urgency: Urgency) -> Result<bool> {
-        self.outbox.push(out, urgency)
+    /// Hands one read's frames to the session; wakes `handshake()` once
+    /// the session has answered the peer's whoami.
+    fn process(&self, buf: &[u8], frames: &[FrameRef]) {
+        self.session.receive(buf, frames);
+        if !self.hs_told.load(Ordering::Relaxed) && self.session.answered_peer() {
+            self.hs_told.store(true, Ordering::Relaxed);
+            let _hs = self.hs.lock(); // not between handshake()'s check and wait
+            self.hs_cv.notify_all();
+        }
     }
+
+    // ---- sending ---------------------------------------------------------
 
     /// Queues a POST. `Ok(false)`: the queue is full, wait for room and retry.
     pub fn post(&self, id: u64, data: Data<'_>, flush: bool) -> Result<bool> {
-        check_id(id)?;
-        let opaque = self.settings.opaque_start;
-        self.send_msg(
-            Kind::Post,
-            opaque,
-            id,
-            data,
-            batch_or(flush, Urgency::Flush),
-            &self.stats.n_txpost,
-        )
-    }
-
-    /// Queues one message frame and counts it under `counter` once queued.
-    fn send_msg(
-        &self,
-        kind: Kind,
-        opaque: u64,
-        id: u64,
-        data: Data<'_>,
-        urgency: Urgency,
-        counter: &std::sync::atomic::AtomicU64,
-    ) -> Result<bool> {
-        self.check_size(data.bytes().len())?;
-        let out = Out::Msg {
-            kind,
-            opaque,
-            id,
-            data,
-            compress: true,
-        };
-        let queued = self.push(out, urgency)?;
-        if queued {
-            Stats::incr(&self.stats.n_tx);
-            Stats::incr(counter);
-        }
-        Ok(queued)
+        self.session.post(id, data, flush)
     }
 
     /// Sends a REQUEST and registers where its RESPONSE goes. While the
@@ -636,56 +495,7 @@ impl<H: Handler> Core<H> {
         if self.is_reader_thread() {
             return Err(reader_thread_request());
         }
-        self.send_one_request(id, data, compress, Urgency::Direct, between)
-    }
-
-    fn send_one_request(
-        &self,
-        id: u64,
-        data: &[u8],
-        compress: bool,
-        urgency: Urgency,
-        between: &mut dyn FnMut() -> Result<()>,
-    ) -> Result<PendingRequest> {
-        self.check_size(data.len())?;
-        let (opaque, slot) = self.ex.lock().begin_request()?;
-        let out = Out::Msg {
-            kind: Kind::Request,
-            opaque,
-            id,
-            data: Data::copied(data),
-            compress,
-        };
-        loop {
-            let waited = match self.push(out, urgency) {
-                Ok(true) => break,
-                Ok(false) => {
-                    self.outbox.wait_room(Some(Instant::now() + WAKE_EVERY));
-                    between()
-                }
-                Err(e) => Err(e),
-            };
-            if let Err(e) = waited {
-                self.ex.lock().abandon(opaque);
-                return Err(e);
-            }
-        }
-        Stats::incr(&self.stats.n_tx);
-        Stats::incr(&self.stats.n_txreq);
-        Ok(PendingRequest { opaque, slot })
-    }
-
-    /// A peer with our `frame.max` drops the whole connection on a longer
-    /// frame: refuse such a message here, where the caller can see why.
-    fn check_size(&self, data_len: usize) -> Result<()> {
-        if data_len + FRAME_OVERHEAD_MAX <= self.settings.max_frame {
-            return Ok(());
-        }
-        Err(Error::InvalidArgument(format!(
-            "a message of {data_len} bytes makes a frame over frame.max ({} bytes), \
-             which the peer would refuse; raise frame.max on both sides",
-            self.settings.max_frame
-        )))
+        self.session.send_request(id, data, compress, between)
     }
 
     /// Sends several REQUESTs with one wake-up of the writer (the last one
@@ -698,22 +508,7 @@ impl<H: Handler> Core<H> {
         if self.is_reader_thread() {
             return Err(reader_thread_request());
         }
-        let mut sent = Vec::with_capacity(msgs.len());
-        for (i, (id, data)) in msgs.iter().enumerate() {
-            let urgency = if i + 1 == msgs.len() {
-                Urgency::Direct
-            } else {
-                Urgency::Batch
-            };
-            match self.send_one_request(*id, data, true, urgency, between) {
-                Ok(p) => sent.push(p),
-                Err(e) => {
-                    sent.iter().for_each(|p| self.expire(p));
-                    return Err(e);
-                }
-            }
-        }
-        Ok(sent)
+        self.session.send_requests(msgs, between)
     }
 
     /// Waits for the RESPONSE until `deadline`; `None` if it passed first
@@ -766,22 +561,12 @@ impl<H: Handler> Core<H> {
 
     /// The requester gives up; a late RESPONSE will be dropped.
     pub fn expire(&self, p: &PendingRequest) {
-        self.ex.lock().expire(p.opaque);
-        Stats::incr(&self.stats.n_timeouts);
+        self.session.expire(p)
     }
 
     /// Answers the peer's REQUEST `opaque`.
     pub fn respond(&self, opaque: u64, id: u64, data: Data<'_>, flush: bool) -> Result<bool> {
-        check_id(id)?;
-        let urgency = batch_or(flush, Urgency::Direct);
-        self.send_msg(
-            Kind::Request,
-            opaque,
-            id,
-            data,
-            urgency,
-            &self.stats.n_txresp,
-        )
+        self.session.respond(opaque, id, data, flush)
     }
 
     /// Opens a stream; `Ok(None)`: the queue is full, wait for room and retry.
@@ -792,23 +577,7 @@ impl<H: Handler> Core<H> {
         callback: H::Callback,
         flush: bool,
     ) -> Result<Option<u64>> {
-        check_id(id)?;
-        let opaque = self.ex.lock().open_stream(Some(callback))?;
-        let urgency = batch_or(flush, Urgency::Flush);
-        match self.send_msg(
-            Kind::StreamStart,
-            opaque,
-            id,
-            data,
-            urgency,
-            &self.stats.n_txstart,
-        ) {
-            Ok(true) => Ok(Some(opaque)),
-            other => {
-                self.ex.lock().abandon(opaque);
-                other.map(|_| None)
-            }
-        }
+        self.session.open_stream(id, data, callback, flush)
     }
 
     pub fn stream_send(
@@ -819,39 +588,12 @@ impl<H: Handler> Core<H> {
         data: Data<'_>,
         flush: bool,
     ) -> Result<bool> {
-        check_id(id)?;
-        self.ex.lock().can_send(opaque, origin)?;
-        let urgency = batch_or(flush, Urgency::Flush);
-        self.send_msg(
-            Kind::StreamMsg,
-            opaque,
-            id,
-            data,
-            urgency,
-            &self.stats.n_txstream,
-        )
+        self.session.stream_send(opaque, origin, id, data, flush)
     }
 
-    /// Sends this side's FINISH (once); the stream is over when the peer's
-    /// has arrived too. Closing twice is a no-op.
+    /// Sends this side's FINISH (once); see `Session::stream_close`.
     pub fn stream_close(&self, opaque: u64, origin: Origin) -> Result<()> {
-        let finished = self.ex.lock().local_finished(opaque, origin);
-        let Some(over) = finished else {
-            return Ok(());
-        };
-        drop(over); // outside the lock: see "Locks and the GIL"
-        if self.is_closed() {
-            return Ok(());
-        }
-        self.send_finish(opaque)
-    }
-
-    /// Queues a FINISH frame for `opaque` and counts it.
-    pub(super) fn send_finish(&self, opaque: u64) -> Result<()> {
-        self.push(Out::Finish { opaque }, Urgency::Flush)?;
-        Stats::incr(&self.stats.n_tx);
-        Stats::incr(&self.stats.n_txfin);
-        Ok(())
+        self.session.stream_close(opaque, origin)
     }
 
     /// Blocks until the send queue has room (backpressure), or `until`.
@@ -878,8 +620,7 @@ impl<H: Handler> Core<H> {
         if !self.in_owner_process() {
             return;
         }
-        let _ = self.close_reason.set(reason.to_string());
-        if !self.closed.swap(true, Ordering::AcqRel) {
+        if self.session.mark_closed(reason) {
             let flushed = self.outbox.close(reason, CLOSE_LINGER);
             if flushed {
                 self.say_close_notify();
@@ -920,8 +661,7 @@ impl<H: Handler> Core<H> {
         if !self.in_owner_process() {
             return;
         }
-        let _ = self.close_reason.set("transport dropped".to_string());
-        if !self.closed.swap(true, Ordering::AcqRel) {
+        if self.session.mark_closed("transport dropped") {
             self.outbox.abort("transport dropped");
             self.shutdown_socket();
             self.hs_cv.notify_all();
@@ -939,12 +679,12 @@ impl<H: Handler> Core<H> {
     /// `close()` when no reader was ever started. Lets go of everything
     /// but the counters: the socket (once its last user is done), both
     /// threads, the buffers, the exchanges and the handlers.
-    fn finish_close(self: &Arc<Self>, reason: &str, broken: Option<&ProtocolError>) {
-        let _ = self.close_reason.set(reason.to_string());
-        let reason = self.close_reason.get().map_or(reason, String::as_str);
-        self.closed.store(true, Ordering::Release);
-        stats::unregister(&self.stats);
-        let ending = self.ex.lock().close_all(reason, broken);
+    fn finish_close(&self, reason: &str, broken: Option<&ProtocolError>) {
+        self.session.mark_closed(reason);
+        let reason = self.session.close_reason();
+        let reason = reason.as_str();
+        stats::unregister(&self.session.stats);
+        let ending = self.session.close_exchanges(reason, broken);
         self.outbox.abort(reason);
         // The reader gave up on the connection (bad bytes, EOF, error): end
         // it for the peer too, which would otherwise wait on an open socket
@@ -960,21 +700,12 @@ impl<H: Handler> Core<H> {
         self.hs_cv.notify_all();
         // The writer has been told to stop and never needs the GIL.
         self.join_writer();
-        let h = &self.handler;
-        if !ending.is_empty() {
-            h.batch(&mut || {
-                for cb in &ending {
-                    h.on_stream_cut(cb, reason);
-                    h.on_stream_msg(self, cb, None);
-                }
-            });
-        }
-        h.on_closed();
+        self.session.end_streams(ending, reason);
         let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let st = &self.stats;
+        let st = &self.session.stats;
         log::info!(
             "gofast[{}]: closed: {reason} (n_tx {}, n_rx {}, n_txbyte {}, n_rxbyte {}, n_mdrops {})",
-            self.name,
+            self.session.name,
             n(&st.n_tx),
             n(&st.n_rx),
             n(&st.n_txbyte),
@@ -1000,15 +731,6 @@ impl<H: Handler> Drop for Core<H> {
     }
 }
 
-/// `Batch` unless the caller asked for a flush, then `urgent`.
-fn batch_or(flush: bool, urgent: Urgency) -> Urgency {
-    if flush {
-        urgent
-    } else {
-        Urgency::Batch
-    }
-}
-
 /// A request from a handler would wait for the reader thread running it.
 fn reader_thread_request() -> Error {
     Error::InvalidArgument(
@@ -1016,39 +738,4 @@ fn reader_thread_request() -> Error {
          hand the request to another thread"
             .into(),
     )
-}
-
-/// The encodings the peer asked for, in its order; an unknown one is logged
-/// and skipped (the peer then gets that layer uncompressed, which it reads).
-fn peer_encodings(tags: &str, name: &str) -> Vec<Encoding> {
-    tags.split(',')
-        .map(str::trim)
-        // An extension's tag is no encoding (and is known: no warning).
-        .filter(|t| !t.is_empty() && *t != builtin::ERRORS_TAG)
-        .filter_map(|t| {
-            let e = Encoding::from_name(t);
-            if e.is_none() {
-                log::warn!("gofast[{name}]: peer asks for unknown tag {t:?}; sending without it");
-            }
-            e
-        })
-        .collect()
-}
-
-fn check_id(id: u64) -> Result<()> {
-    if id == 0 {
-        return Err(Error::InvalidArgument("message id 0 is invalid".into()));
-    }
-    if builtin::is_reserved(id) {
-        return Err(Error::InvalidArgument(format!(
-            "message id {id:#x} is reserved (0x1000..0x100F)"
-        )));
-    }
-    Ok(())
-}
-
-/// A REQUEST on its way; the RESPONSE arrives in `slot`.
-pub struct PendingRequest {
-    pub opaque: u64,
-    slot: Arc<Slot>,
 }

@@ -17,8 +17,8 @@ use super::stream::{PyStream, StreamSink};
 use crate::builtin::{self, ERROR_ID};
 use crate::codec::{Kind, Message};
 use crate::exchange::Origin;
+use crate::protocol::{Dispatched, Handler, Session};
 use crate::stats::Stats;
-use crate::transport::{Core, Dispatched, Handler};
 
 type PyCallable = Arc<Py<PyAny>>;
 
@@ -64,7 +64,7 @@ impl PyHandler {
     fn call(
         &self,
         py: Python<'_>,
-        core: &Arc<Core<Self>>,
+        session: &Arc<Session<Self>>,
         handler: &PyCallable,
         stream: Option<&Py<PyStream>>,
         msg: &Message<'_>,
@@ -79,7 +79,7 @@ impl PyHandler {
         called.inspect_err(|e| {
             report(
                 py,
-                core,
+                session,
                 &format!("handler for message id {}", msg.id),
                 e.clone_ref(py),
             )
@@ -92,7 +92,7 @@ impl PyHandler {
     fn after_request(
         &self,
         py: Python<'_>,
-        core: &Arc<Core<Self>>,
+        session: &Arc<Session<Self>>,
         stream: &Py<PyStream>,
         opaque: u64,
         id: u64,
@@ -103,27 +103,27 @@ impl PyHandler {
             if let Err(e) = stream.call_method1("respond", (returned,)) {
                 report(
                     py,
-                    core,
+                    session,
                     &format!("reply of the handler for message id {id}"),
                     e.clone_ref(py),
                 );
-                tell_peer(py, core, Kind::Request, opaque, &e);
+                tell_peer(py, session, Kind::Request, opaque, &e);
             }
             return;
         }
         if stream.get().responded() {
             return;
         }
-        if core.errors_ext() {
+        if session.errors_ext() {
             let why = format!("the handler for message id {id} returned without a reply");
-            core.send_error(Kind::Request, opaque, "NoResponse", &why);
+            session.send_error(Kind::Request, opaque, "NoResponse", &why);
             return;
         }
         let first = self.warned_unanswered.lock().insert(id);
         if first {
             warn(
                 py,
-                core,
+                session,
                 &format!(
                     "the handler for message id {id} returned without a reply (nor returned one); \
                      its requester waits for its timeout (warned once per message id)"
@@ -140,12 +140,12 @@ impl Handler for PyHandler {
         Python::attach(|_py| run());
     }
 
-    fn on_post(&self, core: &Arc<Core<Self>>, msg: &Message<'_>) -> Dispatched {
+    fn on_post(&self, session: &Arc<Session<Self>>, msg: &Message<'_>) -> Dispatched {
         let Some(h) = self.lookup(msg.id) else {
             return Dispatched::NoHandler;
         };
         Python::attach(|py| {
-            let _ = self.call(py, core, &h, None, msg);
+            let _ = self.call(py, session, &h, None, msg);
         });
         Dispatched::Handled
     }
@@ -154,7 +154,7 @@ impl Handler for PyHandler {
         self.any_batch.load(Ordering::Acquire) && self.batch_handlers.lock().contains_key(&id)
     }
 
-    fn on_posts(&self, core: &Arc<Core<Self>>, msgs: &[Message<'_>]) {
+    fn on_posts(&self, session: &Arc<Session<Self>>, msgs: &[Message<'_>]) {
         let Some(first) = msgs.first() else { return };
         let Some(h) = self.batch_handlers.lock().get(&first.id).cloned() else {
             return;
@@ -168,7 +168,7 @@ impl Handler for PyHandler {
             if let Err(e) = called {
                 report(
                     py,
-                    core,
+                    session,
                     &format!("batch handler for message id {}", first.id),
                     e,
                 );
@@ -176,20 +176,25 @@ impl Handler for PyHandler {
         });
     }
 
-    fn on_request(&self, core: &Arc<Core<Self>>, opaque: u64, msg: &Message<'_>) -> Dispatched {
+    fn on_request(
+        &self,
+        session: &Arc<Session<Self>>,
+        opaque: u64,
+        msg: &Message<'_>,
+    ) -> Dispatched {
         let Some(h) = self.lookup(msg.id) else {
             return Dispatched::NoHandler;
         };
         Python::attach(|py| {
-            let stream = match Py::new(py, PyStream::for_request(core.clone(), opaque)) {
+            let stream = match Py::new(py, PyStream::for_request(session.clone(), opaque)) {
                 Ok(s) => s,
-                Err(e) => return report(py, core, "request stream", e),
+                Err(e) => return report(py, session, "request stream", e),
             };
-            match self.call(py, core, &h, Some(&stream), msg) {
-                Ok(r) => self.after_request(py, core, &stream, opaque, msg.id, r),
+            match self.call(py, session, &h, Some(&stream), msg) {
+                Ok(r) => self.after_request(py, session, &stream, opaque, msg.id, r),
                 Err(e) => {
                     if !stream.get().responded() {
-                        tell_peer(py, core, Kind::Request, opaque, &e);
+                        tell_peer(py, session, Kind::Request, opaque, &e);
                     }
                 }
             }
@@ -199,7 +204,7 @@ impl Handler for PyHandler {
 
     fn on_stream_start(
         &self,
-        core: &Arc<Core<Self>>,
+        session: &Arc<Session<Self>>,
         opaque: u64,
         msg: &Message<'_>,
     ) -> Result<Option<Self::Callback>, Dispatched> {
@@ -207,22 +212,22 @@ impl Handler for PyHandler {
             return Err(Dispatched::NoHandler);
         };
         let sink = StreamSink::new();
-        let stream = PyStream::for_stream(core.clone(), opaque, Origin::Remote, sink.clone());
+        let stream = PyStream::for_stream(session.clone(), opaque, Origin::Remote, sink.clone());
         Python::attach(|py| {
             let failed = |e: &PyErr| {
                 // Tell the peer this side is done (and why, under x-errors).
-                tell_peer(py, core, Kind::StreamMsg, opaque, e);
-                let _ = core.stream_close(opaque, Origin::Remote);
+                tell_peer(py, session, Kind::StreamMsg, opaque, e);
+                let _ = session.stream_close(opaque, Origin::Remote);
                 Ok(None)
             };
             let stream = match Py::new(py, stream) {
                 Ok(s) => s,
                 Err(e) => {
-                    report(py, core, "stream", e.clone_ref(py));
+                    report(py, session, "stream", e.clone_ref(py));
                     return failed(&e);
                 }
             };
-            let returned = match self.call(py, core, &h, Some(&stream), msg) {
+            let returned = match self.call(py, session, &h, Some(&stream), msg) {
                 Ok(r) => r,
                 Err(e) => return failed(&e),
             };
@@ -237,7 +242,7 @@ impl Handler for PyHandler {
                 match started {
                     Ok(_) => Ok(None),
                     Err(e) => {
-                        report(py, core, "stream generator", e.clone_ref(py));
+                        report(py, session, "stream generator", e.clone_ref(py));
                         failed(&e)
                     }
                 }
@@ -251,7 +256,7 @@ impl Handler for PyHandler {
                 ));
                 report(
                     py,
-                    core,
+                    session,
                     &format!("handler for message id {}", msg.id),
                     e.clone_ref(py),
                 );
@@ -262,11 +267,11 @@ impl Handler for PyHandler {
 
     fn on_stream_msg(
         &self,
-        core: &Arc<Core<Self>>,
+        session: &Arc<Session<Self>>,
         callback: &Self::Callback,
         msg: Option<&Message<'_>>,
     ) {
-        if let Some(m) = msg.filter(|m| m.id == ERROR_ID && core.errors_ext()) {
+        if let Some(m) = msg.filter(|m| m.id == ERROR_ID && session.errors_ext()) {
             // The peer's handler failed: the stream ends (its FINISH follows)
             // with this error, never delivered as a message.
             let err = builtin::decode_error(&m.data)
@@ -283,7 +288,7 @@ impl Handler for PyHandler {
                 None => callback.call1(py, (py.None(),)),
             };
             if let Err(e) = called {
-                report(py, core, "stream callback", e);
+                report(py, session, "stream callback", e);
             }
         });
     }
@@ -340,8 +345,8 @@ fn is_generator(py: Python<'_>, obj: &Bound<'_, PyAny>) -> bool {
 }
 
 /// Sends the peer, under `x-errors`, the type name and message of `err`.
-fn tell_peer(py: Python<'_>, core: &Core<PyHandler>, kind: Kind, opaque: u64, err: &PyErr) {
-    if !core.errors_ext() {
+fn tell_peer(py: Python<'_>, session: &Session<PyHandler>, kind: Kind, opaque: u64, err: &PyErr) {
+    if !session.errors_ext() {
         return;
     }
     let type_name = err
@@ -354,12 +359,12 @@ fn tell_peer(py: Python<'_>, core: &Core<PyHandler>, kind: Kind, opaque: u64, er
         .str()
         .map(|s| s.to_string())
         .unwrap_or_default();
-    core.send_error(kind, opaque, &type_name, &message);
+    session.send_error(kind, opaque, &type_name, &message);
 }
 
-fn warn(py: Python<'_>, core: &Core<PyHandler>, what: &str) {
+fn warn(py: Python<'_>, session: &Session<PyHandler>, what: &str) {
     let logged = logger(py)
-        .and_then(|l| l.call_method1(py, "warning", ("gofast[%s]: %s", &core.name, what)));
+        .and_then(|l| l.call_method1(py, "warning", ("gofast[%s]: %s", &session.name, what)));
     if let Err(e) = logged {
         e.print(py);
     }
@@ -367,15 +372,15 @@ fn warn(py: Python<'_>, core: &Core<PyHandler>, what: &str) {
 
 /// Logs a handler's exception (with its traceback) to the `gofast` logger
 /// and counts it in `n_handler_errors`.
-fn report(py: Python<'_>, core: &Core<PyHandler>, what: &str, err: PyErr) {
-    Stats::incr(&core.stats.n_handler_errors);
+fn report(py: Python<'_>, session: &Session<PyHandler>, what: &str, err: PyErr) {
+    Stats::incr(&session.stats.n_handler_errors);
     let logged = logger(py).and_then(|logger| {
         let kwargs = PyDict::new(py);
         kwargs.set_item("exc_info", err.clone_ref(py).into_value(py))?;
         logger.call_method(
             py,
             "error",
-            ("gofast[%s]: %s raised", &core.name, what),
+            ("gofast[%s]: %s raised", &session.name, what),
             Some(&kwargs),
         )
     });

@@ -9,14 +9,13 @@ mod stream;
 mod tls;
 mod transport;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::errors::Result;
-use crate::transport::{Core, WAKE_EVERY};
+use crate::protocol::{Session, WAKE_EVERY};
 use crate::writer::Data;
 use handler::PyHandler;
 
@@ -25,7 +24,7 @@ use handler::PyHandler;
 /// Python see Ctrl-C; past `deadline` it gives up with `Timeout`.
 fn send_or_wait(
     py: Python<'_>,
-    core: &Arc<Core<PyHandler>>,
+    session: &Session<PyHandler>,
     deadline: Option<Instant>,
     mut push: impl FnMut() -> Result<bool>,
 ) -> PyResult<()> {
@@ -40,7 +39,7 @@ fn send_or_wait(
         }
         let slice = Instant::now() + WAKE_EVERY;
         let until = deadline.map_or(slice, |d| d.min(slice));
-        py.detach(|| core.wait_room(until));
+        py.detach(|| session.wait_room(until));
         py.check_signals()?;
     }
 }
@@ -49,14 +48,14 @@ fn send_or_wait(
 /// `send_or_wait` does, for at most `timeout` seconds (None: no limit).
 fn send_message(
     py: Python<'_>,
-    core: &Arc<Core<PyHandler>>,
+    session: &Session<PyHandler>,
     msg: &Bound<'_, PyAny>,
     timeout: Option<f64>,
     mut push: impl FnMut(u64, Data<'_>) -> Result<bool>,
 ) -> PyResult<()> {
     let (id, data) = message::message_parts(msg)?;
     let data = message::lendable(&data);
-    send_or_wait(py, core, deadline_after(timeout)?, || push(id, data))
+    send_or_wait(py, session, deadline_after(timeout)?, || push(id, data))
 }
 
 /// A deadline `timeout` seconds from now; `None` waits for ever.

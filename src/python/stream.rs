@@ -10,11 +10,11 @@ use pyo3::prelude::*;
 use super::errors::{ConnectionClosed, RemoteError, Timeout, UsageError};
 use super::handler::PyHandler;
 use super::message::{lendable, message_parts};
-use super::transport::owned;
+use super::transport::owned_session;
 use super::{send_message, send_or_wait};
 use crate::codec::Kind;
 use crate::exchange::Origin;
-use crate::transport::Core;
+use crate::protocol::Session;
 
 /// Where a stream's incoming messages go, shared by the exchange table and
 /// the `Stream` object: the callable (the user's callback, or the inbox's
@@ -57,7 +57,7 @@ enum Role {
 /// gets one as its first argument; `Transport.stream()` returns one.
 #[pyclass(frozen, module = "gofast._native", name = "Stream")]
 pub struct PyStream {
-    core: Arc<Core<PyHandler>>,
+    session: Arc<Session<PyHandler>>,
     opaque: u64,
     role: Role,
     responded: AtomicBool,
@@ -71,9 +71,9 @@ pub struct PyStream {
 }
 
 impl PyStream {
-    pub fn for_request(core: Arc<Core<PyHandler>>, opaque: u64) -> Self {
+    pub fn for_request(session: Arc<Session<PyHandler>>, opaque: u64) -> Self {
         PyStream {
-            core,
+            session,
             opaque,
             role: Role::Request,
             responded: AtomicBool::new(false),
@@ -84,14 +84,14 @@ impl PyStream {
     }
 
     pub fn for_stream(
-        core: Arc<Core<PyHandler>>,
+        session: Arc<Session<PyHandler>>,
         opaque: u64,
         origin: Origin,
         sink: Arc<StreamSink>,
     ) -> Self {
         let role = Role::Stream(origin);
         PyStream {
-            core,
+            session,
             opaque,
             role,
             responded: AtomicBool::new(false),
@@ -101,8 +101,8 @@ impl PyStream {
         }
     }
 
-    fn core(&self) -> PyResult<&Arc<Core<PyHandler>>> {
-        owned(&self.core)
+    fn session(&self) -> PyResult<&Arc<Session<PyHandler>>> {
+        owned_session(&self.session)
     }
 
     /// Whether `respond()` has answered the request.
@@ -171,9 +171,9 @@ impl PyStream {
         timeout: Option<f64>,
     ) -> PyResult<()> {
         let origin = self.origin("send")?;
-        let core = self.core()?;
-        send_message(py, core, msg, timeout, |id, data| {
-            core.stream_send(self.opaque, origin, id, data, flush)
+        let session = self.session()?;
+        send_message(py, session, msg, timeout, |id, data| {
+            session.stream_send(self.opaque, origin, id, data, flush)
         })
     }
 
@@ -194,10 +194,10 @@ impl PyStream {
                 self.opaque
             )));
         }
-        let core = self.core()?;
+        let session = self.session()?;
         let data = lendable(&data);
-        send_or_wait(py, core, None, || {
-            core.respond(self.opaque, id, data, flush)
+        send_or_wait(py, session, None, || {
+            session.respond(self.opaque, id, data, flush)
         })
     }
 
@@ -206,16 +206,16 @@ impl PyStream {
     /// For `gofast._drive`, which runs generator stream handlers.
     fn _fail(&self, type_name: &str, message: &str) -> PyResult<()> {
         let origin = self.origin("_fail")?;
-        let core = self.core()?;
-        core.send_error(Kind::StreamMsg, self.opaque, type_name, message);
-        Ok(core.stream_close(self.opaque, origin)?)
+        let session = self.session()?;
+        session.send_error(Kind::StreamMsg, self.opaque, type_name, message);
+        Ok(session.stream_close(self.opaque, origin)?)
     }
 
     /// Closes this side of the stream (sends FINISH once; later calls do
     /// nothing). The stream is over when the peer has closed its side too.
     fn close(&self) -> PyResult<()> {
         let origin = self.origin("close")?;
-        Ok(self.core()?.stream_close(self.opaque, origin)?)
+        Ok(self.session()?.stream_close(self.opaque, origin)?)
     }
 
     /// The next message from the peer, or None once the peer has closed its
@@ -230,7 +230,7 @@ impl PyStream {
                 "recv() needs a stream opened without a callback",
             ));
         };
-        self.core()?;
+        self.session()?;
         if self.ended.load(Ordering::Acquire) {
             return match self.cut_error() {
                 Some(e) => Err(e),
@@ -288,7 +288,7 @@ impl PyStream {
         };
         format!(
             "Stream(opaque={}, {role}, transport={:?})",
-            self.opaque, self.core.name
+            self.opaque, self.session.name
         )
     }
 }

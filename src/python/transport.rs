@@ -21,6 +21,7 @@ use crate::builtin::{self, Whoami, PING_ID, WHOAMI_ID};
 use crate::errors::Error;
 use crate::exchange::{Origin, OwnedMessage};
 use crate::io::{Address, Link, Socket};
+use crate::protocol::Session;
 use crate::transport::Core;
 
 /// The native half of `gofast.Transport`, which subclasses it: one gofast
@@ -42,13 +43,21 @@ impl Drop for PyTransport {
 /// The transport's core, unless this process is a fork()ed child of the one
 /// that made it: there the connection and its threads are the parent's.
 pub(super) fn owned(core: &Arc<Core<PyHandler>>) -> PyResult<&Arc<Core<PyHandler>>> {
-    if core.in_owner_process() {
-        Ok(core)
+    owned_session(core.session())?;
+    Ok(core)
+}
+
+/// A session (what streams hold), with the same check as `owned`.
+pub(super) fn owned_session(
+    session: &Arc<Session<PyHandler>>,
+) -> PyResult<&Arc<Session<PyHandler>>> {
+    if session.in_owner_process() {
+        Ok(session)
     } else {
         Err(UsageError::new_err(format!(
             "transport {:?} belongs to the parent process (this is a fork()ed \
              child): make a new transport here",
-            core.name
+            session.name
         )))
     }
 }
@@ -64,7 +73,7 @@ impl PyTransport {
 
     fn timeout(&self, timeout: Option<f64>) -> PyResult<Option<Duration>> {
         match timeout {
-            None => Ok(self.inner.settings.request_timeout),
+            None => Ok(self.inner.settings().request_timeout),
             Some(t) if t.is_infinite() && t > 0.0 => Ok(None),
             Some(t) => Duration::try_from_secs_f64(t).map(Some).map_err(|_| {
                 UsageError::new_err(format!("timeout {t} is not a valid number of seconds"))
@@ -163,7 +172,7 @@ impl PyTransport {
     /// The name given at connect/accept (it names the stats and log lines).
     #[getter]
     fn name(&self) -> &str {
-        &self.inner.name
+        self.inner.name()
     }
 
     /// Whether the transport is closed, by either side or by an error.
@@ -175,7 +184,7 @@ impl PyTransport {
     /// The effective settings (defaults merged with what was given).
     #[getter]
     fn settings<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        settings::to_dict(py, &self.inner.settings)
+        settings::to_dict(py, self.inner.settings())
     }
 
     /// This side's (host, port), or socket path ("" when unnamed), or None
@@ -282,7 +291,7 @@ impl PyTransport {
         timeout: Option<f64>,
     ) -> PyResult<()> {
         let core = self.core()?;
-        send_message(py, core, msg, timeout, |id, data| {
+        send_message(py, core.session(), msg, timeout, |id, data| {
             core.post(id, data, flush)
         })
     }
@@ -304,7 +313,7 @@ impl PyTransport {
             let msg = msg?;
             let (id, data) = message_parts(&msg)?;
             let data = lendable(&data);
-            send_or_wait(py, core, deadline, || core.post(id, data, false))?;
+            send_or_wait(py, core.session(), deadline, || core.post(id, data, false))?;
             n += 1;
         }
         if flush && n > 0 {
@@ -402,12 +411,12 @@ impl PyTransport {
         let data = lendable(&data);
         let sink = StreamSink::with_callback(callback);
         let mut opened = None;
-        send_or_wait(py, core, None, || {
+        send_or_wait(py, core.session(), None, || {
             opened = core.open_stream(id, data, sink.clone(), flush)?;
             Ok(opened.is_some())
         })?;
         let opaque = opened.ok_or_else(|| UsageError::new_err("stream was not opened"))?;
-        let stream = PyStream::for_stream(core.clone(), opaque, Origin::Local, sink);
+        let stream = PyStream::for_stream(core.session().clone(), opaque, Origin::Local, sink);
         Ok(match inbox {
             Some(q) => stream.with_inbox(q),
             None => stream,

@@ -6,19 +6,18 @@
 //! RESPONSEs at the front; everything else stays in the socket, in order,
 //! for the reader thread, which then waits in poll().
 
-use std::ops::Range;
 use std::os::fd::RawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::dispatch::{Dropped, FrameRef};
 use super::idle_spin::IdleSpin;
 use super::{Core, Handler};
 use crate::codec::{Decoded, FrameDecoder, Kind};
 use crate::errors::{Error, ProtocolError, Result};
 use crate::exchange::Slot;
 use crate::io::Link;
+use crate::protocol::{body_range, Dropped, FrameRef};
 use crate::readbuf::ReadBuf;
 use crate::stats::Stats;
 use crate::writer::Outbox;
@@ -40,7 +39,9 @@ impl<H: Handler> Core<H> {
     pub(super) fn run_reader(self: Arc<Self>) {
         Outbox::mark_reader_thread();
         let me = self.clone();
-        self.handler.reader_thread(&mut || me.reader_body());
+        self.session
+            .handler()
+            .reader_thread(&mut || me.reader_body());
         // Done with Python for good: unless close() is joining this thread
         // already, detach it so its stack goes now, not with the handle.
         drop(self.reader.lock().take());
@@ -64,11 +65,11 @@ impl<H: Handler> Core<H> {
                     "idle: no byte from the peer in {} s (idle.timeout)",
                     t.as_secs_f64()
                 );
-                log::info!("gofast[{}]: connection ends: {why}", self.name);
+                log::info!("gofast[{}]: connection ends: {why}", self.session.name);
                 why
             }
             Err(e) => {
-                log::warn!("gofast[{}]: connection ends: {e}", self.name);
+                log::warn!("gofast[{}]: connection ends: {e}", self.session.name);
                 e.to_string()
             }
         };
@@ -76,7 +77,7 @@ impl<H: Handler> Core<H> {
     }
 
     fn read_loop(self: &Arc<Self>) -> Result<End> {
-        let decoder = FrameDecoder::new(self.settings.max_frame);
+        let decoder = FrameDecoder::new(self.session.settings.max_frame);
         // Ours for the thread's life: the fd stays open while we read it.
         let Some(sock) = self.read.lock().sock.clone() else {
             return Ok(End::PeerClosed);
@@ -84,7 +85,7 @@ impl<H: Handler> Core<H> {
         let fd = sock.fd();
         // The idle timeout costs nothing per read: blocking recv() times out
         // by SO_RCVTIMEO, set once, and poll() takes it as its timeout.
-        let idle = self.settings.idle_timeout;
+        let idle = self.session.settings.idle_timeout;
         if idle.is_some() {
             sock.socket.set_read_timeout(idle)?;
         }
@@ -177,7 +178,8 @@ impl<H: Handler> Core<H> {
                     rb.consume(used);
                 }
                 Ok(Some((Decoded::Dropped(e), used))) => {
-                    self.note_peer(format_args!("dropped a frame of {used} bytes: {e}"));
+                    self.session
+                        .note_peer(format_args!("dropped a frame of {used} bytes: {e}"));
                     Stats::incr(&self.stats.n_rx);
                     self.stats.drop_frame(used);
                     rb.consume(used);
@@ -202,7 +204,7 @@ impl<H: Handler> Core<H> {
     /// saves the hand-off from the reader thread on every round trip.
     pub(super) fn spin_reading(&self, slot: &Slot) {
         let until = Instant::now() + SPIN;
-        let decoder = FrameDecoder::new(self.settings.max_frame);
+        let decoder = FrameDecoder::new(self.session.settings.max_frame);
         while !slot.is_ready() && Instant::now() < until {
             let mut dropped = Vec::new();
             if let Some(mut side) = self.read.try_lock() {
@@ -217,7 +219,7 @@ impl<H: Handler> Core<H> {
             }
             // Logged only now that the read lock is released.
             for (f, d) in dropped {
-                self.log_drop(&f, &d.why);
+                self.session.log_drop(&f, &d.why);
                 d.tell_requester();
             }
             if slot.is_ready() {
@@ -247,12 +249,7 @@ impl<H: Handler> Core<H> {
                 break;
             }
             // Only awaited ones: late and stray RESPONSEs are the reader's.
-            let class = {
-                let mut ex = self.ex.lock();
-                ex.is_awaited(f.opaque)
-                    .then(|| ex.classify_request(f.opaque))
-            };
-            let Some(class) = class else {
+            let Some(class) = self.session.take_awaited(f.opaque) else {
                 break;
             };
             let frame = FrameRef {
@@ -262,7 +259,8 @@ impl<H: Handler> Core<H> {
                 len: used,
             };
             Stats::incr(&self.stats.n_rx);
-            if let Some(d) = self.deliver_response(&frame, &peeked[frame.body.clone()], class) {
+            let body = &peeked[frame.body.clone()];
+            if let Some(d) = self.session.deliver_response(&frame, body, class) {
                 dropped.push((frame, d));
             }
             taken += used;
@@ -275,16 +273,6 @@ impl<H: Handler> Core<H> {
             Stats::add(&self.stats.n_rxbyte, taken as u64);
         }
     }
-}
-
-/// Where `body` (a sub-slice of `window`, or an empty slice from anywhere)
-/// sits in the read buffer, `window` starting at `offset`.
-fn body_range(window: &[u8], body: &[u8], offset: usize) -> Range<usize> {
-    let at = (body.as_ptr() as usize).wrapping_sub(window.as_ptr() as usize);
-    if body.is_empty() || at > window.len() || at + body.len() > window.len() {
-        return offset..offset;
-    }
-    offset + at..offset + at + body.len()
 }
 
 /// A blocking read, polling first for as long as `idle` says.

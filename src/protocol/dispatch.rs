@@ -1,48 +1,101 @@
 //! What happens to each received frame: POSTs to their handlers (batched
 //! where a handler takes batches), REQUESTs to handlers or the built-ins,
 //! RESPONSEs to the requester's slot, stream frames to their callbacks. The
-//! frames of one read are handled in order, under one GIL acquisition.
+//! frames of one read are handled in order, in one `Handler::batch` (for
+//! Python: one GIL acquisition), with the sink corked meanwhile.
 
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Core, Dispatched, Handler, MAX_BODY_FACTOR};
+use super::{Dispatched, Handler, Session, MAX_BODY_FACTOR};
 use crate::builtin::{self, HEARTBEAT_ID, PING_ID, WHOAMI_ID};
-use crate::codec::{decode_body, Kind, Message};
+use crate::codec::{decode_body, Decoded, FrameDecoder, Kind, Message};
 use crate::errors::{Error, ProtocolError};
 use crate::exchange::{Accept, Origin, OwnedMessage, RequestFrame, Slot};
 use crate::stats::Stats;
 use crate::writer::{Data, Out, Urgency};
 
 /// An `81` frame that reached no requester intact.
-pub(super) struct Dropped {
-    pub(super) why: String,
+pub struct Dropped {
+    pub why: String,
     /// A RESPONSE whose body is broken: its requester fails with this.
     requester: Option<(Arc<Slot>, ProtocolError)>,
 }
 
 impl Dropped {
-    pub(super) fn tell_requester(self) {
+    pub fn tell_requester(self) {
         if let Some((slot, e)) = self.requester {
             slot.fill(Err(Error::Protocol(e)));
         }
     }
 }
 
-/// A frame delimited in the read buffer.
-pub(super) struct FrameRef {
-    pub(super) kind: Kind,
-    pub(super) opaque: u64,
-    pub(super) body: Range<usize>,
-    pub(super) len: usize,
+/// A frame delimited in a receive buffer: its body is `buf[body]`.
+pub struct FrameRef {
+    pub kind: Kind,
+    pub opaque: u64,
+    pub body: Range<usize>,
+    /// The whole frame's length on the wire.
+    pub len: usize,
 }
 
-impl<H: Handler> Core<H> {
-    /// Handles the frames of one read, in order. The GIL (via
-    /// `Handler::batch`) is taken once, and only if some frame needs it:
-    /// a batch of RESPONSEs to our requests never touches Python.
-    pub(super) fn process(self: &Arc<Self>, buf: &[u8], frames: &[FrameRef]) {
+/// Where `body` (a sub-slice of `window`, or an empty slice from anywhere)
+/// sits in the read buffer, `window` starting at `offset`.
+pub fn body_range(window: &[u8], body: &[u8], offset: usize) -> Range<usize> {
+    let at = (body.as_ptr() as usize).wrapping_sub(window.as_ptr() as usize);
+    if body.is_empty() || at > window.len() || at + body.len() > window.len() {
+        return offset..offset;
+    }
+    offset + at..offset + at + body.len()
+}
+
+impl<H: Handler> Session<H> {
+    /// Bytes in: handles every whole frame at the front of `data` as one
+    /// batch and returns how many bytes they took (a partial frame at the
+    /// end is left for the caller to complete). `Err`: the bytes can no
+    /// longer be delimited (§6 "connection closed"); the frames before the
+    /// fault are handled first. Received bytes are the driver's to count.
+    pub fn feed(self: &Arc<Self>, data: &[u8]) -> Result<usize, ProtocolError> {
+        let decoder = FrameDecoder::new(self.settings.max_frame);
+        let mut frames = Vec::new();
+        let mut used = 0;
+        while used < data.len() {
+            match decoder.decode(&data[used..]) {
+                Ok(None) => break,
+                Ok(Some((Decoded::Frame(f), len))) => {
+                    let body = body_range(&data[used..], f.body, used);
+                    frames.push(FrameRef {
+                        kind: f.kind,
+                        opaque: f.opaque,
+                        body,
+                        len,
+                    });
+                    used += len;
+                }
+                Ok(Some((Decoded::Dropped(e), len))) => {
+                    self.note_peer(format_args!("dropped a frame of {len} bytes: {e}"));
+                    Stats::incr(&self.stats.n_rx);
+                    self.stats.drop_frame(len);
+                    used += len;
+                }
+                Err(e) => {
+                    self.stats.drop_frame(data.len() - used);
+                    self.receive(data, &frames);
+                    return Err(e);
+                }
+            }
+        }
+        if !frames.is_empty() {
+            self.receive(data, &frames);
+        }
+        Ok(used)
+    }
+
+    /// Frames in: handles the frames of one read, in order. The handler's
+    /// `batch` (for Python: the GIL) is entered once, and only if some frame
+    /// needs it: a batch of RESPONSEs to our requests runs no handler.
+    pub fn receive(self: &Arc<Self>, buf: &[u8], frames: &[FrameRef]) {
         let needs_handler = {
             let ex = self.ex.lock();
             frames
@@ -57,7 +110,7 @@ impl<H: Handler> Core<H> {
             }
             self.flush_posts(&mut posts);
         };
-        self.outbox.corked(!needs_handler, || {
+        self.sink.corked(!needs_handler, &mut || {
             if needs_handler {
                 self.handler.batch(&mut run);
             } else {
@@ -83,8 +136,8 @@ impl<H: Handler> Core<H> {
     }
 
     /// Logs a drop already counted. Logging takes the GIL: callers hold no
-    /// lock but the reader's `read` (see the lock rules in transport.rs).
-    pub(super) fn log_drop(&self, f: &FrameRef, why: &str) {
+    /// lock but a driver's `read` (see the lock rules in transport.rs).
+    pub fn log_drop(&self, f: &FrameRef, why: &str) {
         self.note_peer(format_args!(
             "dropped {:?} frame, opaque {}: {why}",
             f.kind, f.opaque
@@ -92,12 +145,12 @@ impl<H: Handler> Core<H> {
     }
 
     /// A DEBUG line about what the peer sent (a dropped frame), within the
-    /// transport's rate limit (a flood of bad frames must not flood the log);
+    /// session's rate limit (a flood of bad frames must not flood the log);
     /// the lines left out are counted, and the next line logged says how
-    /// many. Callers may hold the `read` lock: the limiter takes none. The
-    /// rate limit also bounds the GIL takes pyo3-log needs to ask Python
-    /// whether DEBUG is on (it caches loggers, not levels: mod.rs).
-    pub(super) fn note_peer(&self, what: std::fmt::Arguments<'_>) {
+    /// many. Callers may hold a driver's `read` lock: the limiter takes none.
+    /// The rate limit also bounds the GIL takes pyo3-log needs to ask Python
+    /// whether DEBUG is on (it caches loggers, not levels: python/mod.rs).
+    pub fn note_peer(&self, what: std::fmt::Arguments<'_>) {
         match self.log_limit.admit() {
             Some(0) => log::debug!("gofast[{}]: {what}", self.name),
             Some(n) => log::debug!(
@@ -171,11 +224,19 @@ impl<H: Handler> Core<H> {
         }
     }
 
+    /// For a requester reading RESPONSEs itself: the class of an `81` frame
+    /// on `opaque` if it answers a request still waiting (taking it off the
+    /// table), else `None` (late and stray RESPONSEs are left to `receive`).
+    pub fn take_awaited(&self, opaque: u64) -> Option<RequestFrame> {
+        let mut ex = self.ex.lock();
+        ex.is_awaited(opaque).then(|| ex.classify_request(opaque))
+    }
+
     /// An `81` frame on one of our own opaques (not a peer's REQUEST).
     /// Returns what was dropped: counted, but not yet logged, nor told to
     /// its requester (a requester calls this holding the read lock, and
     /// logs after releasing it; the requester learns after the log).
-    pub(super) fn deliver_response(
+    pub fn deliver_response(
         &self,
         f: &FrameRef,
         body: &[u8],
@@ -223,14 +284,7 @@ impl<H: Handler> Core<H> {
             return;
         };
         match msg.id {
-            WHOAMI_ID => {
-                // The peer's own whoami: the extension may be on before our
-                // handshake's RESPONSE arrives.
-                if let Ok(w) = builtin::Whoami::decode(&msg.data) {
-                    self.note_peer_tags(&w.tags);
-                }
-                self.answer_whoami(f.opaque)
-            }
+            WHOAMI_ID => self.on_peer_whoami(f.opaque, &msg.data),
             PING_ID => self.answer_ping(f.opaque, &msg.data),
             id if builtin::is_reserved(id) => {
                 self.drop_frame(f, "REQUEST with a reserved message id")
@@ -245,23 +299,6 @@ impl<H: Handler> Core<H> {
         }
     }
 
-    fn answer_whoami(&self, opaque: u64) {
-        let data = self.whoami().encode();
-        let out = Out::Msg {
-            kind: Kind::Request,
-            opaque,
-            id: WHOAMI_ID,
-            data: Data::copied(&data),
-            compress: false,
-        };
-        if self.push(out, Urgency::Direct).is_ok() {
-            Stats::incr(&self.stats.n_tx);
-            Stats::incr(&self.stats.n_txresp);
-        }
-        self.hs.lock().answered_peer = true;
-        self.hs_cv.notify_all();
-    }
-
     fn answer_ping(&self, opaque: u64, echo: &[u8]) {
         let out = Out::Msg {
             kind: Kind::Request,
@@ -270,7 +307,7 @@ impl<H: Handler> Core<H> {
             data: Data::copied(echo),
             compress: true,
         };
-        if self.push(out, Urgency::Direct).is_ok() {
+        if self.sink.push(out, Urgency::Direct).is_ok() {
             Stats::incr(&self.stats.n_tx);
             Stats::incr(&self.stats.n_txresp);
         }
