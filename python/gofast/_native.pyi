@@ -12,6 +12,7 @@ from .message import Message, MessageType
 _R = TypeVar("_R")
 
 __all__ = [
+    "TlsConfig",
     "Transport",
     "Stream",
     "BinMessage",
@@ -71,7 +72,7 @@ class Stream:
     def __enter__(self) -> Self: ...
     def __exit__(self, exc_type: object, exc: object, tb: object) -> bool: ...
 
-@disjoint_base
+@final
 class TlsConfig:
     def __new__(
         cls,
@@ -84,6 +85,7 @@ class TlsConfig:
     @property
     def has_certificate(self) -> bool: ...
 
+@disjoint_base
 class Transport:
     def __new__(
         cls,
