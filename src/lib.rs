@@ -10,7 +10,8 @@
 //! * `opaque`    — the pool of opaque values.
 //! * `builtin`   — whoami, ping and heartbeat payloads.
 //! * `log_limit` — the rate limit on warnings about what a peer sends.
-//! * `settings`, `stats`, `errors` — what their names say.
+//! * `settings`, `stats`, `errors` — what their names say; `sync`: the
+//!   crate's locks (std-based, for fork()ed children: see there).
 //!
 //! The byte streams under a connection:
 //!
@@ -40,6 +41,7 @@ pub mod protocol;
 pub mod readbuf;
 pub mod settings;
 pub mod stats;
+pub mod sync;
 pub mod transport;
 pub mod writer;
 

@@ -41,7 +41,7 @@ use std::sync::{Arc, OnceLock};
 use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
+use crate::sync::{Condvar, Mutex};
 
 use crate::builtin::{Whoami, WHOAMI_ID};
 use crate::codec::Kind;

@@ -29,7 +29,7 @@ use std::cell::Cell;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex, MutexGuard};
+use crate::sync::{Condvar, Mutex, MutexGuard};
 
 use crate::builtin::{encode_heartbeat, HEARTBEAT_ID};
 use crate::codec::{encode_finish, Encoding, Kind, Scratch};
@@ -116,10 +116,6 @@ pub struct Outbox {
     stats: Arc<Stats>,
     batchsize: usize,
     max_pending: usize,
-    /// Callers may write themselves (`Urgency::Direct`, the reader after a
-    /// batch). Not over TLS: there only the writer thread sends, in the
-    /// order the records were made (io/tls.rs).
-    direct: bool,
 }
 
 /// Largest buffer kept once the queue is idle. While senders keep it busy,
@@ -165,7 +161,6 @@ impl Outbox {
             stats,
             batchsize,
             max_pending,
-            direct: !tls,
         }
     }
 
@@ -231,7 +226,7 @@ impl Outbox {
             if urgency == Urgency::Direct && g.reader_flushes_soon {
                 return Ok(true);
             }
-            if urgency == Urgency::Direct && self.direct {
+            if urgency == Urgency::Direct {
                 drop(self.write_out(g, false));
             } else {
                 drop(g);
@@ -288,7 +283,7 @@ impl Outbox {
         CORKED.set(outer);
         let mut g = self.state.lock();
         g.reader_flushes_soon = false;
-        if g.due && !g.writing && !g.buf.is_empty() && self.direct {
+        if g.due && !g.writing && !g.buf.is_empty() {
             drop(self.write_out(g, false));
         } else if !g.buf.is_empty() {
             drop(g);
@@ -419,10 +414,16 @@ impl Outbox {
             g.due = false;
             g.oldest = None;
             g.writing = true;
-            let (result, unsent, used) = MutexGuard::unlocked(&mut g, || {
+            let (result, unsent, used, tls_backlog) = MutexGuard::unlocked(&mut g, || {
+                let mut tls_backlog = false;
                 let result = match &sock.tls {
                     None => data.send(sock.fd(), blocking),
-                    Some(tls) => tls.send(sock.fd(), &mut |put| data.pieces(put)),
+                    Some(tls) => tls
+                        .send(sock.fd(), &mut |put| data.pieces(put), blocking)
+                        .map(|(n, all_sent)| {
+                            tls_backlog = !all_sent;
+                            n
+                        }),
                 };
                 let unsent = match result {
                     Ok(n) if n < data.len() => Some(data.unsent(n)),
@@ -431,9 +432,15 @@ impl Outbox {
                 // Lent references are dropped here, outside the lock.
                 let used = data.into_buffer();
                 drop(sock);
-                (result, unsent, used)
+                (result, unsent, used, tls_backlog)
             });
             g.writing = false;
+            if tls_backlog {
+                // A full socket holds back ciphertext already made: the
+                // writer thread sends it (before anything queued after).
+                g.kicked = true;
+                self.writer_cv.notify_one();
+            }
             match result {
                 Ok(n) => {
                     Stats::add(&self.stats.n_txbyte, n as u64);

@@ -57,7 +57,7 @@ def run_server(spec: Spec) -> None:
     )
 
 
-def run_client(spec: Spec, endpoint: dict[str, int]) -> None:
+def run_client(spec: Spec, endpoint: dict[str, Any]) -> None:
     module = load(spec.system)
     cpu0 = cpu_seconds()
     outcome: Outcome = module.drive(spec, endpoint)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 Kind = Literal["oneway", "request", "request16", "stream", "bulk"]
 """oneway/bulk: client -> server messages, the server counts them and the client
@@ -62,11 +62,12 @@ class ServerHandle:
     """A server serving in background threads: where to reach it, and how many
     messages it has counted (one-way and bulk kinds; 0 where it does not count)."""
 
-    endpoint: dict[str, int]
+    endpoint: dict[str, Any]
     received: Callable[[], int]
 
 
-Endpoint = dict[str, int]
+Endpoint = dict[str, Any]
+"""What a server prints for its clients: a port, or a socket path, and so on."""
 
 
 class CellError(Exception):

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use crate::sync::Mutex;
 
 use super::memory::{MemorySink, Sent};
 use super::{Dispatched, FrameSink, Handler, Session};

@@ -33,6 +33,18 @@ SYSTEMS: tuple[SystemInfo, ...] = (
         "request_many 16 per call from one thread",
     ),
     SystemInfo(
+        "gofast unix",
+        "gofast_unix_sys",
+        ("oneway", "request", "request16", "bulk"),
+        "as gofast, over a Unix domain socket",
+    ),
+    SystemInfo(
+        "gofast tls",
+        "gofast_tls_sys",
+        ("oneway", "request", "bulk"),
+        "as gofast, over TLS 1.3 (rustls), the server's certificate verified",
+    ),
+    SystemInfo(
         "grpcio",
         "grpc_sys",
         KINDS,

@@ -1,5 +1,6 @@
 """gofast for Python: default settings, the sync API, handlers subscribed by
-id on the server, one transport per client.
+id on the server, one transport per client; over TCP here, over a Unix
+socket or TLS in ``gofast_unix_sys`` and ``gofast_tls_sys`` (same code).
 
 Every message is a ``gofast.BinMessage(id, payload)``, so the bytes on the wire
 are the payload plus gofast's own framing, as for every other system.
@@ -7,6 +8,8 @@ are the payload plus gofast's own framing, as for every other system.
 
 from __future__ import annotations
 
+import os
+import tempfile
 import threading
 import time
 from typing import Any
@@ -19,11 +22,29 @@ from ._common import check_count, check_reply, keep_alive, threaded_requests, ti
 DATA_ID, COUNT_ID, STREAM_ID, ECHO_ID, BATCH_ID = 100, 101, 102, 103, 104
 
 
-def serve(spec: Spec) -> ServerHandle:
+def _listen(link: str) -> tuple[gofast.Listener, Endpoint]:
+    """A listener for ``link`` ("tcp", "unix", "tls") and what a client
+    needs to reach it (for TLS: the test CA, made here by trustme)."""
+    if link == "unix":
+        path = os.path.join(tempfile.mkdtemp(prefix="gofast-bench-"), "bench.sock")
+        return gofast.listen(path), {"path": path}
+    if link == "tls":
+        import trustme
+
+        ca = trustme.CA()
+        leaf = ca.issue_cert("localhost", "127.0.0.1")
+        tls = gofast.TLS(cert=leaf.cert_chain_pems[0].bytes(), key=leaf.private_key_pem.bytes())
+        listener = gofast.listen(("127.0.0.1", 0), tls=tls)
+        return listener, {"port": listener.address[1], "ca": ca.cert_pem.bytes().decode()}
+    listener = gofast.listen(("127.0.0.1", 0))
+    return listener, {"port": listener.address[1]}
+
+
+def serve(spec: Spec, link: str = "tcp") -> ServerHandle:
     """Accepts one client in a thread; counts posts (one by one on DATA_ID, in
     lists on BATCH_ID), echoes requests, and pumps ``n`` messages down a stream
     from its own thread (handlers must return fast)."""
-    listener = gofast.listen(("127.0.0.1", 0))
+    listener, endpoint = _listen(link)
     count = [0]
     payload = gofast.BinMessage(STREAM_ID, spec.payload())
 
@@ -60,7 +81,7 @@ def serve(spec: Spec) -> ServerHandle:
 
     keep_alive(listener)
     threading.Thread(target=accept, daemon=True).start()
-    return ServerHandle({"port": listener.address[1]}, lambda: count[0])
+    return ServerHandle(endpoint, lambda: count[0])
 
 
 def drive(spec: Spec, endpoint: Endpoint) -> Outcome:
@@ -86,7 +107,11 @@ def drive(spec: Spec, endpoint: Endpoint) -> Outcome:
 
 
 def connect(endpoint: Endpoint) -> gofast.Transport:
-    t = gofast.Transport.connect(("127.0.0.1", endpoint["port"]), name="compare-client")
+    tls = None
+    if "ca" in endpoint:
+        tls = gofast.TLS(ca=str(endpoint["ca"]).encode(), server_name="localhost")
+    address: Any = endpoint["path"] if "path" in endpoint else ("127.0.0.1", endpoint["port"])
+    t = gofast.Transport.connect(address, name="compare-client", tls=tls)
     t.handshake()
     return t
 
