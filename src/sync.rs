@@ -1,95 +1,37 @@
-//! The crate's locks: a `Mutex` and `Condvar` with parking_lot's calling
-//! conventions (no poisoning to unwrap, `MutexGuard::unlocked`, deadlines as
-//! `Instant`s), built on `std::sync`.
+//! The crate's locks: parking_lot's `Mutex`, and a `Condvar` of our own on
+//! a futex in its own memory.
 //!
-//! Why not parking_lot itself: it parks waiting threads in one process-wide
-//! table. After `fork()`, the child inherits entries for the parent's parked
-//! threads (every idle writer thread is one), and glibc hands the child's
-//! new threads the parent's cached stacks, where parking_lot keeps its
-//! per-thread data: a child thread then parks through a node still linked in
-//! that table, and the next notify walks a broken list forever (seen as a
-//! child hanging in `Condvar::notify_all`). std's locks are futexes on the
-//! lock's own memory, with no shared table to inherit.
+//! Why not parking_lot's `Condvar`: parking_lot parks waiting threads in one
+//! process-wide table. After `fork()` the child inherits the entries of the
+//! parent's parked threads (every idle writer thread waits on a condvar),
+//! and glibc hands the child's new threads the parent's cached stacks,
+//! where parking_lot keeps its per-thread data: a child thread then parks
+//! through a node still linked in that table, and the next notify walks a
+//! broken list forever (a forked child's own new transports hung in
+//! `Condvar::notify_all`). The threads that wait for long (writers,
+//! requesters, handshakes) wait here instead, in no shared table; a
+//! parking_lot `Mutex` parks only while contended, for microseconds.
+//!
+//! Not std's `Condvar`: it needs std's `Mutex`, and its `notify_one` is a
+//! system call even with nobody waiting (posts notify often: twice the
+//! per-post cost, measured). This one counts its waiters.
 
-use std::ops::{Deref, DerefMut};
-use std::sync::PoisonError;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Instant;
 
-/// A mutex that ignores poisoning: a panic while holding one is already a
-/// bug reported elsewhere, and the data behind it stays consistent enough
-/// for closing down.
-#[derive(Default)]
-pub struct Mutex<T: ?Sized>(std::sync::Mutex<T>);
+pub use parking_lot::{Mutex, MutexGuard};
 
-pub struct MutexGuard<'a, T: ?Sized> {
-    lock: &'a std::sync::Mutex<T>,
-    /// `None` only inside `unlocked` and `Condvar` waits.
-    guard: Option<std::sync::MutexGuard<'a, T>>,
+pub struct Condvar {
+    /// Bumped by every notify; a waiter sleeps while it is unchanged.
+    seq: AtomicU32,
+    /// Threads between registering (under the mutex) and waking up.
+    waiters: AtomicU32,
+    /// A wake-up was sent and no waiter has gone to sleep since: further
+    /// notifies skip the system call (a woken writer can take a while to
+    /// run, and posts notify it all along; the `seq` check makes sure no
+    /// sleeper misses a notify).
+    woken: AtomicBool,
 }
-
-impl<T> Mutex<T> {
-    pub const fn new(value: T) -> Mutex<T> {
-        Mutex(std::sync::Mutex::new(value))
-    }
-
-    pub fn into_inner(self) -> T {
-        self.0.into_inner().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-impl<T: ?Sized> Mutex<T> {
-    pub fn lock(&self) -> MutexGuard<'_, T> {
-        let guard = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        MutexGuard {
-            lock: &self.0,
-            guard: Some(guard),
-        }
-    }
-
-    pub fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
-        let guard = match self.0.try_lock() {
-            Ok(g) => g,
-            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => return None,
-        };
-        Some(MutexGuard {
-            lock: &self.0,
-            guard: Some(guard),
-        })
-    }
-
-    pub fn get_mut(&mut self) -> &mut T {
-        self.0.get_mut().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-impl<'a, T: ?Sized> MutexGuard<'a, T> {
-    /// Runs `f` with the lock released, then takes it again.
-    pub fn unlocked<R>(this: &mut Self, f: impl FnOnce() -> R) -> R {
-        drop(this.guard.take());
-        let r = f();
-        this.guard = Some(this.lock.lock().unwrap_or_else(PoisonError::into_inner));
-        r
-    }
-}
-
-impl<T: ?Sized> Deref for MutexGuard<'_, T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        self.guard.as_deref().expect("guard held outside a wait")
-    }
-}
-
-impl<T: ?Sized> DerefMut for MutexGuard<'_, T> {
-    fn deref_mut(&mut self) -> &mut T {
-        self.guard
-            .as_deref_mut()
-            .expect("guard held outside a wait")
-    }
-}
-
-#[derive(Default)]
-pub struct Condvar(std::sync::Condvar);
 
 /// Whether a `wait_until` ended at its deadline.
 pub struct WaitTimeoutResult(bool);
@@ -100,35 +42,99 @@ impl WaitTimeoutResult {
     }
 }
 
+impl Default for Condvar {
+    fn default() -> Self {
+        Condvar::new()
+    }
+}
+
 impl Condvar {
     pub const fn new() -> Condvar {
-        Condvar(std::sync::Condvar::new())
+        Condvar {
+            seq: AtomicU32::new(0),
+            waiters: AtomicU32::new(0),
+            woken: AtomicBool::new(false),
+        }
     }
 
+    /// Wakes every waiter, as `notify_all`: a condition variable may wake
+    /// more than asked (waiters re-check), and waking all is what makes
+    /// skipping repeated wake-ups (`woken`) safe. Our condvars have one
+    /// waiter each where notify_one is used.
     pub fn notify_one(&self) {
-        self.0.notify_one();
+        self.notify_all();
     }
 
+    /// A waiter registers while holding the mutex the notifier changed its
+    /// state under, so a notifier that sees no waiter has none to wake.
     pub fn notify_all(&self) {
-        self.0.notify_all();
+        self.seq.fetch_add(1, Ordering::SeqCst);
+        if self.waiters.load(Ordering::SeqCst) > 0 && !self.woken.swap(true, Ordering::SeqCst) {
+            futex_wake(&self.seq, i32::MAX);
+        }
     }
 
     pub fn wait<T>(&self, g: &mut MutexGuard<'_, T>) {
-        let inner = g.guard.take().expect("guard held");
-        g.guard = Some(self.0.wait(inner).unwrap_or_else(PoisonError::into_inner));
+        self.wait_inner(g, None);
     }
 
-    /// Waits for a notification or `deadline` (spurious wake-ups included,
-    /// as with any condition variable: callers re-check their condition).
+    /// Waits for a notification or `deadline`; wake-ups may be spurious, as
+    /// with any condition variable: callers re-check their condition.
     pub fn wait_until<T>(&self, g: &mut MutexGuard<'_, T>, deadline: Instant) -> WaitTimeoutResult {
-        let timeout = deadline.saturating_duration_since(Instant::now());
-        let inner = g.guard.take().expect("guard held");
-        let (inner, result) = self
-            .0
-            .wait_timeout(inner, timeout)
-            .unwrap_or_else(PoisonError::into_inner);
-        g.guard = Some(inner);
-        WaitTimeoutResult(result.timed_out())
+        self.wait_inner(g, Some(deadline));
+        WaitTimeoutResult(Instant::now() >= deadline)
+    }
+
+    fn wait_inner<T>(&self, g: &mut MutexGuard<'_, T>, deadline: Option<Instant>) {
+        let seq = self.seq.load(Ordering::SeqCst);
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        MutexGuard::unlocked(g, || {
+            self.woken.store(false, Ordering::SeqCst);
+            futex_wait(&self.seq, seq, deadline);
+            // Awake: notifiers need not wake us while we wait for the lock.
+            self.waiters.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+}
+
+/// Sleeps while `word` holds `expected`, until woken or `deadline`.
+fn futex_wait(word: &AtomicU32, expected: u32, deadline: Option<Instant>) {
+    let timeout = deadline.map(|d| {
+        let left = d.saturating_duration_since(Instant::now());
+        libc::timespec {
+            tv_sec: left.as_secs().min(i32::MAX as u64) as libc::time_t,
+            tv_nsec: left.subsec_nanos() as libc::c_long,
+        }
+    });
+    if timeout.is_some_and(|t| t.tv_sec == 0 && t.tv_nsec == 0) {
+        return;
+    }
+    let ts = timeout
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: FUTEX_WAIT reads the u32 at `word`, which outlives the call;
+    // `ts` is null or points at a live timespec. EINTR, EAGAIN (the value
+    // changed already) and ETIMEDOUT all just return to the caller's check.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            expected,
+            ts,
+        );
+    }
+}
+
+fn futex_wake(word: &AtomicU32, count: i32) {
+    // SAFETY: FUTEX_WAKE only uses the address as a key.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            count,
+        );
     }
 }
 
@@ -139,7 +145,7 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn waits_wake_and_time_out_and_unlocked_releases() {
+    fn waits_wake_and_time_out() {
         let pair = Arc::new((Mutex::new(0), Condvar::new()));
         let other = pair.clone();
         let t = std::thread::spawn(move || {
@@ -154,8 +160,26 @@ mod tests {
         let soon = Instant::now() + Duration::from_millis(5);
         while !pair.1.wait_until(&mut g, soon).timed_out() {}
         assert!(Instant::now() >= soon);
-        let seen = MutexGuard::unlocked(&mut g, || pair.0.try_lock().map(|v| *v));
-        assert_eq!(seen, Some(1));
-        assert!(pair.0.try_lock().is_none()); // held again
+    }
+
+    #[test]
+    fn many_waiters_all_wake() {
+        let pair = Arc::new((Mutex::new(false), Condvar::new()));
+        let waiters: Vec<_> = (0..8)
+            .map(|_| {
+                let p = pair.clone();
+                std::thread::spawn(move || {
+                    let mut g = p.0.lock();
+                    while !*g {
+                        p.1.wait(&mut g);
+                    }
+                })
+            })
+            .collect();
+        *pair.0.lock() = true;
+        pair.1.notify_all();
+        for w in waiters {
+            w.join().unwrap();
+        }
     }
 }
