@@ -666,3 +666,147 @@ fn subject_of(der: &[u8]) -> String {
         .map(|(_, cert)| cert.subject().to_string())
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+
+    struct Pki {
+        ca: String,
+        server: (String, String),
+        client: (String, String),
+    }
+
+    fn pki() -> Pki {
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let leaf = |name: &str| {
+            let key = KeyPair::generate().unwrap();
+            let params = CertificateParams::new(vec![name.to_string()]).unwrap();
+            let cert = params.signed_by(&key, &ca).unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        Pki {
+            ca: ca.pem(),
+            server: leaf("localhost"),
+            client: leaf("client.test"),
+        }
+    }
+
+    fn config(pki: &Pki, leaf: Option<&(String, String)>, auth: ClientAuth) -> TlsConfig {
+        TlsConfig::new(
+            leaf.map(|l| l.0.as_bytes()),
+            leaf.map(|l| l.1.as_bytes()),
+            Some(pki.ca.as_bytes()),
+            false,
+            auth,
+        )
+        .unwrap()
+    }
+
+    /// One side after its handshake: its socket and TLS state, or why not.
+    type Side = Result<(Socket, TlsLink)>;
+
+    /// Both handshakes over a socketpair, each on its own thread.
+    fn handshake(client: TlsLink, server: TlsLink) -> (Side, Side) {
+        let (a, b) = UnixStream::pair().unwrap();
+        let run = |sock: UnixStream, link: TlsLink| {
+            move || {
+                let sock = Socket::Unix(sock);
+                let deadline = Instant::now() + Duration::from_secs(10);
+                let tick = Duration::from_millis(50);
+                link.handshake(&sock, deadline, Duration::from_secs(10), tick, &mut || {
+                    Ok(())
+                })
+                .map(|()| (sock, link))
+            }
+        };
+        let theirs = std::thread::spawn(run(b, server));
+        let mine = run(a, client)();
+        (mine, theirs.join().unwrap())
+    }
+
+    fn read_exactly(link: &TlsLink, sock: &Socket, n: usize) -> Vec<u8> {
+        let mut rb = ReadBuf::new(4096, 4 << 20);
+        while rb.data().len() < n {
+            let got = link.fill(&mut rb, sock.as_raw_fd(), false, &|| {}).unwrap();
+            assert!(got > 0, "ended after {} of {n} bytes", rb.data().len());
+        }
+        rb.data().to_vec()
+    }
+
+    #[test]
+    fn mutual_tls_carries_bytes_both_ways_and_ends_cleanly() {
+        let pki = pki();
+        let server = config(&pki, Some(&pki.server), ClientAuth::Required)
+            .server()
+            .unwrap();
+        let client = config(&pki, Some(&pki.client), ClientAuth::None)
+            .client("localhost")
+            .unwrap();
+        let (c, s) = handshake(client, server);
+        let ((cs, cl), (ss, sl)) = (c.unwrap(), s.unwrap());
+        let subject = sl.peer_certificate().unwrap().subject;
+        assert!(cl.peer_certificate().is_some());
+        assert!(subject.contains("CN="), "{subject}");
+
+        let big: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+        let sender = {
+            let big = big.clone();
+            std::thread::spawn(move || {
+                let (n, all) = cl.send(cs.as_raw_fd(), &mut |put| put(&big), true).unwrap();
+                assert!(all && n == big.len());
+                cl.send_close_notify(cs.as_raw_fd());
+                (cs, cl)
+            })
+        };
+        assert_eq!(read_exactly(&sl, &ss, big.len()), big);
+        let mut rb = ReadBuf::new(64, 64);
+        assert_eq!(sl.fill(&mut rb, ss.as_raw_fd(), false, &|| {}).unwrap(), 0);
+        let (cs, cl) = sender.join().unwrap();
+        // And back, after the client's side is done sending.
+        sl.send(ss.as_raw_fd(), &mut |put| put(b"reply"), true)
+            .unwrap();
+        assert_eq!(read_exactly(&cl, &cs, 5), b"reply");
+    }
+
+    #[test]
+    fn a_wrong_name_fails_on_both_sides_with_reasons() {
+        let pki = pki();
+        let server = config(&pki, Some(&pki.server), ClientAuth::None)
+            .server()
+            .unwrap();
+        let client = config(&pki, None, ClientAuth::None)
+            .client("elsewhere.test")
+            .unwrap();
+        let (c, s) = handshake(client, server);
+        let c = c.err().expect("client must refuse the name").to_string();
+        assert!(c.contains("does not name the server_name"), "{c}");
+        let s = s.err().expect("server must hear of it").to_string();
+        assert!(s.contains("does not trust our certificate"), "{s}");
+    }
+
+    #[test]
+    fn a_missing_client_certificate_is_refused() {
+        let pki = pki();
+        let server = config(&pki, Some(&pki.server), ClientAuth::Required)
+            .server()
+            .unwrap();
+        let client = config(&pki, None, ClientAuth::None)
+            .client("localhost")
+            .unwrap();
+        let (_c, s) = handshake(client, server);
+        let s = s.err().expect("server must refuse").to_string();
+        assert!(s.contains("requires a client certificate"), "{s}");
+    }
+
+    #[test]
+    fn bad_pem_is_a_settings_error() {
+        let e = TlsConfig::new(Some(b"junk"), Some(b"junk"), None, false, ClientAuth::None);
+        assert!(matches!(e, Err(Error::Settings(m)) if m.contains("cert")));
+    }
+}
