@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import trustme
 
 import gofast
 from gofast.cli import EXIT_FAILED, EXIT_OK, EXIT_UNSUPPORTED, EXIT_USAGE, parse_address
@@ -127,7 +128,7 @@ def test_help_for_each_command_documents_exit_codes(command: list[str]) -> None:
     r = run(*command, "--help")
     assert r.returncode == 0, r.stderr
     assert "exit codes:" in r.stdout
-    assert "3  not supported yet: a Unix socket path" in r.stdout
+    assert "3  not supported: a Unix socket path for serve --stats" in r.stdout
 
 
 def test_addresses_parse() -> None:
@@ -144,11 +145,60 @@ def test_a_malformed_address_is_a_usage_error(bad: str) -> None:
     assert "ADDRESS" in r.stderr
 
 
-@pytest.mark.parametrize("command", ["ping", "serve"])
-def test_a_unix_socket_path_is_not_supported_yet(command: str, tmp_path: Path) -> None:
-    r = run(command, str(tmp_path / "gofast.sock"))
+def test_ping_and_serve_over_a_unix_socket(serve: type[Serve], tmp_path: Path) -> None:
+    path = str(tmp_path / "gofast.sock")
+    server = serve(path)
+    assert server.address == path
+    r = run("ping", path, "-n", "3")
+    assert r.returncode == EXIT_OK, r.stderr
+    assert "3 pings:" in r.stdout
+    rc, out = server.stop(signal.SIGTERM)
+    assert rc == EXIT_OK and "served 1 connection(s)" in out
+
+
+def test_a_stats_endpoint_on_a_socket_path_is_not_supported(tmp_path: Path) -> None:
+    r = run("serve", "127.0.0.1:0", "--stats", str(tmp_path / "stats.sock"))
     assert r.returncode == EXIT_UNSUPPORTED
-    assert "Unix socket paths are not supported yet" in r.stderr
+    assert "--stats listens on TCP only" in r.stderr
+
+
+class Pems:
+    """A trustme CA and a server certificate for 127.0.0.1, as files."""
+
+    def __init__(self, where: Path) -> None:
+        ca = trustme.CA()
+        leaf = ca.issue_cert("127.0.0.1", "localhost")
+        self.ca, self.cert, self.key = where / "ca.pem", where / "cert.pem", where / "key.pem"
+        ca.cert_pem.write_to_path(str(self.ca))
+        leaf.cert_chain_pems[0].write_to_path(str(self.cert))
+        leaf.private_key_pem.write_to_path(str(self.key))
+
+
+def test_ping_and_serve_over_tls(serve: type[Serve], tmp_path: Path) -> None:
+    pems = Pems(tmp_path)
+    server = serve("127.0.0.1:0", "--tls-cert", str(pems.cert), "--tls-key", str(pems.key))
+    assert "(TLS)" in server.wait_line(r"listening on .*").group(0)
+    r = run("ping", server.address, "-n", "2", "--tls-ca", str(pems.ca))
+    assert r.returncode == EXIT_OK, r.stderr
+    assert "TLS: server certificate" in r.stdout and "2 pings:" in r.stdout
+    # Without TLS, or trusting another CA: the handshake fails, exit 1.
+    plain = run("ping", server.address, "--timeout", "5")
+    assert plain.returncode == EXIT_FAILED
+    (tmp_path / "other").mkdir()
+    other = Pems(tmp_path / "other")
+    wrong = run("ping", server.address, "--timeout", "5", "--tls-ca", str(other.ca))
+    assert wrong.returncode == EXIT_FAILED
+    assert "TLSError" in wrong.stderr and "not signed by a CA" in wrong.stderr
+    rc, _ = server.stop(signal.SIGTERM)
+    assert rc == EXIT_OK
+
+
+def test_tls_usage_errors(tmp_path: Path) -> None:
+    pems = Pems(tmp_path)
+    r = run("serve", "127.0.0.1:0", "--tls-cert", str(pems.cert))
+    assert r.returncode == EXIT_USAGE and "--tls-cert and --tls-key" in r.stderr
+    r = run("ping", "127.0.0.1:1", "--tls-ca", str(tmp_path / "missing.pem"))
+    assert r.returncode == EXIT_USAGE and "TLS:" in r.stderr
 
 
 def test_ping_an_unreachable_peer_fails() -> None:

@@ -2,7 +2,10 @@
 test server, read a stats endpoint, measure.
 
     gofast ping 127.0.0.1:9998          # handshake, whoami, 10 pings, latency
+    gofast ping ./svc.sock              # the same over a Unix socket
+    gofast ping host:9998 --tls-ca ca.pem             # over TLS
     gofast serve 127.0.0.1:9998         # echo/count server; Ctrl-C prints its stats
+    gofast serve :9998 --tls-cert c.pem --tls-key k.pem   # ... over TLS
     gofast stats http://127.0.0.1:8080  # a /gofast/statistics endpoint as a table
     gofast bench                        # the quick comparison (see gofast bench --help)
 """
@@ -43,13 +46,17 @@ exit codes:
   {EXIT_FAILED}  the peer or server failed: unreachable, closed, timed out, wrong answer,
      an HTTP error (ping, stats), a failed measurement (bench)
   {EXIT_USAGE}  usage error: bad arguments or a malformed address
-  {EXIT_UNSUPPORTED}  not supported yet: a Unix socket path (transports are TCP only for now)
+  {EXIT_UNSUPPORTED}  not supported: a Unix socket path for serve --stats (HTTP is on TCP)
 """
 
 ADDRESSES = """\
 addresses: host:port, [ipv6]:port (e.g. [::1]:9998), or a Unix socket path
-(anything with a "/", e.g. ./gofast.sock); paths are parsed but not supported
-yet (exit 3). TLS options (--tls-*) come when the transports support TLS.
+(anything with a "/", e.g. ./gofast.sock).
+TLS: any --tls-* option turns it on (PEM files). A client verifies the server
+against --tls-ca (or --tls-system-roots) for --tls-server-name (default: the
+host dialed; needed for a socket path); --tls-cert/--tls-key give it a client
+certificate. A server needs --tls-cert and --tls-key; with --tls-ca it requires
+client certificates signed by it (--tls-client-auth to change that).
 """
 
 # The message id the CLI's server echoes and counts, and bench uses.
@@ -58,7 +65,7 @@ ECHO_ID = 0x100
 
 @dataclass(frozen=True)
 class UnixPath:
-    """A Unix socket path given as an address (not supported yet)."""
+    """A Unix socket path given as an address."""
 
     path: str
 
@@ -97,13 +104,68 @@ class _Failed(Exception):
     """Ends a command with EXIT_FAILED and its message on stderr."""
 
 
-def _tcp(address: Address) -> tuple[str, int]:
+def _target(address: Address) -> tuple[str, int] | str:
+    """What gofast.connect/listen take: (host, port), or the socket path."""
+    return address.path if isinstance(address, UnixPath) else address
+
+
+def _tcp(address: Address, what: str) -> tuple[str, int]:
     if isinstance(address, UnixPath):
-        raise _Unsupported(
-            f"{address.path}: Unix socket paths are not supported yet "
-            "(gofast transports are TCP only for now)"
-        )
+        raise _Unsupported(f"{address.path}: {what} listens on TCP only (host:port)")
     return address
+
+
+def _add_tls_options(p: argparse.ArgumentParser, server: bool) -> None:
+    g = p.add_argument_group("TLS (any of these turns it on)")
+    g.add_argument("--tls", action="store_true", help="use TLS (implied by the options below)")
+    who = "this server's" if server else "a client certificate's"
+    g.add_argument("--tls-cert", metavar="PEM", help=f"{who} certificate chain")
+    g.add_argument("--tls-key", metavar="PEM", help=f"{who} private key")
+    if server:
+        g.add_argument("--tls-ca", metavar="PEM", help="CAs of the client certificates to accept")
+        g.add_argument(
+            "--tls-client-auth",
+            choices=("none", "optional", "required"),
+            help="ask clients for a certificate (default: required with --tls-ca, else none)",
+        )
+    else:
+        g.add_argument("--tls-ca", metavar="PEM", help="CAs to verify the server with")
+        g.add_argument(
+            "--tls-system-roots", action="store_true", help="also trust the system's CAs"
+        )
+        g.add_argument(
+            "--tls-server-name", metavar="NAME", help="name the server's cert must carry"
+        )
+
+
+def _tls(args: argparse.Namespace, server: bool) -> gofast.TLS | None:
+    """The TLS settings the --tls-* options ask for, or None."""
+    given = [
+        getattr(args, k, None)
+        for k in ("tls_cert", "tls_key", "tls_ca", "tls_client_auth", "tls_server_name")
+    ]
+    if not (args.tls or getattr(args, "tls_system_roots", False) or any(given)):
+        return None
+    parser: argparse.ArgumentParser = args.parser
+    try:
+        if server:
+            if not (args.tls_cert and args.tls_key):
+                parser.error("a TLS server needs --tls-cert and --tls-key")
+            return gofast.TLS(
+                cert=args.tls_cert,
+                key=args.tls_key,
+                ca=args.tls_ca,
+                client_auth=args.tls_client_auth,
+            )
+        return gofast.TLS(
+            cert=args.tls_cert,
+            key=args.tls_key,
+            ca=args.tls_ca,
+            system_roots=args.tls_system_roots,
+            server_name=args.tls_server_name,
+        )
+    except (OSError, gofast.SettingsError) as e:
+        parser.error(f"TLS: {e}")
 
 
 class _Unsupported(Exception):
@@ -133,12 +195,15 @@ def _table(rows: Sequence[tuple[str, object]]) -> str:
 
 
 def cmd_ping(args: argparse.Namespace) -> int:
-    address = _tcp(args.address)
+    address = _target(args.address)
+    tls = _tls(args, server=False)
     count: int = args.count
     try:
-        with gofast.Transport.connect(address, name=args.name, timeout=args.timeout) as t:
+        with gofast.Transport.connect(address, name=args.name, timeout=args.timeout, tls=tls) as t:
             peer = t.handshake(args.timeout)
             print(f"connected to {_show(address)}: {peer.name} (version {peer.version.value})")
+            if t.tls:
+                print(f"TLS: server certificate {t.peer_subject}")
             who = t.whoami(args.timeout)
             tags = ",".join(who.tags) or "-"
             print(f"whoami: name {who.name}, buffersize {who.buffersize}, tags {tags}")
@@ -216,20 +281,22 @@ def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    address = _tcp(args.address)
-    stats_address = None if args.stats is None else _tcp(args.stats)
+    address = _target(args.address)
+    tls = _tls(args, server=True)
+    stats_address = None if args.stats is None else _tcp(args.stats, "--stats")
     # SIGTERM ends it like Ctrl-C does: close everything, print the stats.
     signal.signal(signal.SIGTERM, _raise_interrupt)
     server = _EchoServer()
     http: gofast.StatsServer | None = None
     try:
-        listener = gofast.listen(address)
+        listener = gofast.listen(address, tls=tls)
         if stats_address is not None:
             http = gofast.serve_stats(stats_address)
     except OSError as e:
         raise _Failed(f"cannot listen: {e}") from e
     try:
-        print(f"gofast serve: listening on {_show(listener.address)}", flush=True)
+        over = " (TLS)" if tls is not None else ""
+        print(f"gofast serve: listening on {_show(listener.address)}{over}", flush=True)
         if http is not None:
             print(f"gofast serve: stats on {http.url}", flush=True)
         while True:
@@ -407,6 +474,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--count", type=int, default=10, help="pings to send (default 10)")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds per step (default 5)")
     p.add_argument("--name", default="gofast-cli", help="our name in the handshake")
+    _add_tls_options(p, server=False)
 
     p = command(
         "serve",
@@ -424,6 +492,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--name", default="gofast-serve", help="our name in the handshakes")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per handshake")
+    _add_tls_options(p, server=True)
 
     p = command(
         "stats",
