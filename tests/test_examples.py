@@ -47,6 +47,23 @@ EXPECTED: dict[str, list[str]] = {
         r"server: query \[100, 150\) sent 50 of 50 entries",
         r"server: query \[0, 100000\) sent \d+ of 100000 entries, stopped by the client",
     ],
+    "unix_socket.py": [
+        r"server listening on /\S+/kv\.sock",
+        r"client: put 3 keys, got 'three' back over the Unix socket",
+        r"client's view of the server: /\S+/kv\.sock",
+    ],
+    "tls.py": [
+        r"server listening on 127\.0\.0\.1:\d+ with TLS",
+        r"client: TLS handshake done, server certificate O=.+",
+        r"client: 're: hello' over TLS",
+        r"a client that trusts another CA: TLSError",
+    ],
+    "mtls.py": [
+        r"server requires client certificates: True",
+        r"server: a request from O=.*CN=alice",
+        r"alice: 'hello, alice'",
+        r"a client without a certificate: TLSError \(.*requires a client certificate.*\)",
+    ],
     "typed_tour.py": [
         r"gofast \d+\.\d+\.\d+\S*: tour-client shook hands with tour-server \(version 1\)",
         r"posted 1 greeting and 3 notes; the server got 3 notes in 1\+ batch\(es\)",
