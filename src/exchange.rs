@@ -34,6 +34,7 @@ impl Slot {
         if g.is_none() {
             *g = Some(v);
             self.ready.store(true, Ordering::Release);
+            drop(g); // first: the woken requester then finds the lock free
             self.cv.notify_all();
         }
     }

@@ -475,7 +475,9 @@ impl Outbox {
                 }
             }
             if g.room_waiters > 0 || g.closed.is_some() {
-                self.room_cv.notify_all();
+                // Not under the lock: a waiter woken now would only block
+                // on it (sync.rs's condvar wakes, it does not requeue).
+                MutexGuard::unlocked(&mut g, || self.room_cv.notify_all());
             }
             if !g.due || g.buf.is_empty() {
                 break;
