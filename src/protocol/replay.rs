@@ -1,3 +1,5 @@
+//! Test code only: `protocol/mod.rs` declares it under #[cfg(test)].
+//!
 //! The conversations captured from the Go reference (tests/vectors,
 //! conversation-*.json), replayed against a session with no socket: the
 //! recorded bytes of one side are fed to a session playing the other side's

@@ -1,3 +1,5 @@
+//! Test code only: `protocol/mod.rs` declares it under #[cfg(test)].
+//!
 //! Test support: a `Handler` that records every call and answers as told,
 //! sessions over a recording `MemorySink`, and frames as a peer sends them.
 

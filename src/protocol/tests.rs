@@ -1,3 +1,5 @@
+//! Test code only: `protocol/mod.rs` declares it under #[cfg(test)].
+//!
 //! The session on its own: frames in, handler calls and frames out, with
 //! no socket and no thread (docs/protocol.md §2–§4, §6, §9).
 
