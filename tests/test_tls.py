@@ -380,3 +380,48 @@ def test_tls_transports_share_no_state_across_threads(certs: Certificates) -> No
     finally:
         client.close()
         server.close()
+
+
+def test_backpressure_over_tls_blocks_senders_and_loses_nothing(certs: Certificates) -> None:
+    """A peer that stops reading: TLS senders (the writer thread, and a
+    requester writing its own records) block once pending.max is queued,
+    instead of piling up ciphertext; all arrives in order afterwards."""
+    size, count = 64 * 1024, 1000  # 64 MiB: far more than socket buffers hold
+    release = threading.Event()
+    got: list[int] = []
+
+    def on_post(stream: gofast.Stream | None, msg: gofast.BinMessage) -> None:
+        release.wait(60)  # the first POST stalls the server's reader
+        got.append(int.from_bytes(bytes(msg.data)[:4], "big"))
+
+    outcome, server, client = handshake_both(certs.server(), certs.client())
+    try:
+        assert outcome.client is None
+        server.subscribe(101, on_post)
+        posted = [0]
+
+        def poster() -> None:
+            for i in range(count):
+                client.post(BinMessage(101, i.to_bytes(4, "big") * (size // 4)), flush=True)
+                posted[0] += 1
+
+        replies: list[bytes] = []
+        sender = threading.Thread(target=poster)
+        requester = threading.Thread(
+            target=lambda: replies.append(client.request(BinMessage(100, b"late"), timeout=60).data)
+        )
+        sender.start()
+        requester.start()
+        sender.join(timeout=2.0)
+        assert sender.is_alive(), "64 MiB went through a peer that reads nothing"
+        assert posted[0] < count
+        release.set()
+        sender.join(60)
+        requester.join(60)
+        assert not sender.is_alive() and replies == [b"late"]
+        client.ping("sync", 30)  # after every post on the connection
+        assert got == list(range(count))
+    finally:
+        release.set()
+        client.close()
+        server.close()
