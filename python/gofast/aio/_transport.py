@@ -410,9 +410,19 @@ class Listener:
         *,
         tls: TLS | None = None,
     ) -> None:
-        self._sync = _SyncListener(address, backlog, tls=tls)
+        self._take(_SyncListener(address, backlog, tls=tls))
+
+    def _take(self, sync: _SyncListener) -> None:
+        self._sync = sync
         self._sync._sock.setblocking(False)
         self._accepting: set[asyncio.Future[Any]] = set()
+
+    @classmethod
+    def _of(cls, sync: _SyncListener) -> Listener:
+        """Accepts asyncio transports on a sync listener's socket (tests)."""
+        lis = cls.__new__(cls)
+        lis._take(sync)
+        return lis
 
     @property
     def address(self) -> tuple[str, int] | str:
