@@ -20,6 +20,10 @@ log = logging.getLogger("gofast")
 # before its coroutine looks again (so a cancelled wait frees its thread).
 ROOM_SLICE = 0.05
 
+# A pump lets the loop run other work after this many messages: a send
+# with room in the queue completes without suspending its task.
+FAIR_EVERY = 64
+
 # asyncio keeps only weak references to tasks: these are ours until done.
 _tasks: set[asyncio.Task[Any]] = set()
 
@@ -151,8 +155,12 @@ async def _converse(coro: Coroutine[Any, Any, Any], stream: Any) -> None:
 
 async def _pump_async(gen: AsyncIterator[Any], stream: Any) -> None:
     try:
+        n = 0
         async for m in gen:
             await stream.send(m)
+            n += 1
+            if n % FAIR_EVERY == 0:
+                await asyncio.sleep(0)
     except Exception as e:
         await _ending(stream, e)
         raise
@@ -163,8 +171,12 @@ async def _pump(gen: Iterator[Any], stream: Any) -> None:
     """A plain generator stream handler, iterated on the loop (each step
     must be quick: it runs between the loop's other work)."""
     try:
+        n = 0
         for m in gen:
             await stream.send(m)
+            n += 1
+            if n % FAIR_EVERY == 0:
+                await asyncio.sleep(0)
     except Exception as e:
         await _ending(stream, e)
         raise
