@@ -121,7 +121,9 @@ pub trait Handler: Send + Sync + Sized + 'static {
     /// handler: a batch of RESPONSEs). For a handler that queues what
     /// arrives for another thread (asyncio), where one wake-up per read,
     /// not per message, is the point.
-    fn received(&self) {}
+    /// May wait (the reader then stops reading: backpressure) until what
+    /// it queued has been taken, or `closed()`.
+    fn received(&self, _closed: &dyn Fn() -> bool) {}
     /// Whether requesters may read their own RESPONSEs off the socket
     /// (`Core::wait_response`): not when none of them blocks for one.
     fn requesters_read(&self) -> bool {

@@ -22,7 +22,7 @@ use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 
@@ -65,18 +65,26 @@ pub enum Event {
 #[derive(Default)]
 struct Queue {
     events: Vec<Event>,
+    /// Message bytes in `events`.
+    bytes: usize,
     /// The eventfd was written for what `events` holds.
     told: bool,
 }
 
 /// What the reader thread hands to the loop, and the eventfd it rings.
+/// Bounded: past `limit` bytes the reader waits for the loop to take them
+/// (`wait_taken`), so a loop that falls behind slows the peer down through
+/// TCP, as a slow handler does under the sync API, instead of growing the
+/// queue without end.
 pub struct AioQueue {
     efd: RawFd,
+    limit: usize,
     state: Mutex<Queue>,
+    taken: Condvar,
 }
 
 impl AioQueue {
-    pub fn new() -> std::io::Result<Arc<Self>> {
+    pub fn new(limit: usize) -> std::io::Result<Arc<Self>> {
         // SAFETY: eventfd takes no pointers; the fd is ours until Drop.
         let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
         if efd < 0 {
@@ -84,7 +92,9 @@ impl AioQueue {
         }
         Ok(Arc::new(AioQueue {
             efd,
+            limit: limit.max(1),
             state: Mutex::new(Queue::default()),
+            taken: Condvar::new(),
         }))
     }
 
@@ -93,7 +103,26 @@ impl AioQueue {
     }
 
     pub fn push(&self, ev: Event) {
-        self.state.lock().events.push(ev);
+        let n = match &ev {
+            Event::Post { data, .. } | Event::Request { data, .. } => data.len(),
+            Event::StreamStart { data, .. } => data.len(),
+            Event::Posts { msgs, .. } => msgs.iter().map(Vec::len).sum(),
+            Event::StreamMsg { len, .. } => *len,
+            Event::Response(_) | Event::Closed => 0,
+        };
+        let mut q = self.state.lock();
+        q.bytes += n + 64; // an event costs something even without data
+        q.events.push(ev);
+    }
+
+    /// On the reader thread, after a read: while the loop has more than
+    /// `limit` bytes to take, waits (in slices, to see `closed()`).
+    pub fn wait_taken(&self, closed: &dyn Fn() -> bool) {
+        let mut q = self.state.lock();
+        while q.bytes > self.limit && !closed() {
+            let slice = std::time::Instant::now() + crate::protocol::WAKE_EVERY;
+            self.taken.wait_until(&mut q, slice);
+        }
     }
 
     /// Rings the loop if something waits that it was not told about.
@@ -120,6 +149,8 @@ impl AioQueue {
         unsafe { libc::read(self.efd, (&mut buf as *mut u64).cast(), 8) };
         let mut q = self.state.lock();
         q.told = false;
+        q.bytes = 0;
+        self.taken.notify_all();
         std::mem::take(&mut q.events)
     }
 }

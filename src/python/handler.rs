@@ -195,9 +195,10 @@ impl Handler for PyHandler {
         Python::attach(|_py| run());
     }
 
-    fn received(&self) {
+    fn received(&self, closed: &dyn Fn() -> bool) {
         if let Some(q) = self.aio.get() {
             q.ring();
+            q.wait_taken(closed);
         }
     }
 

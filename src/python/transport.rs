@@ -172,7 +172,7 @@ impl PyTransport {
         let link = Link { socket: sock, tls };
         let handler = PyHandler::default();
         let aio = if aio {
-            let queue = AioQueue::new().map_err(Error::from)?;
+            let queue = AioQueue::new(s.max_pending).map_err(Error::from)?;
             handler.set_aio(queue.clone());
             Some(Aio::new(queue))
         } else {

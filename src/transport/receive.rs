@@ -229,7 +229,7 @@ impl<H: Handler> Core<H> {
             std::thread::yield_now();
         }
         // RESPONSEs it took for others may wait in a handler's queue.
-        self.session.handler().received();
+        self.session.handler().received(&|| self.is_closed());
     }
 
     /// Peeks at the socket and takes off it only the whole RESPONSEs to our
