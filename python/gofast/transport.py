@@ -301,7 +301,6 @@ def _native_args(
     return (name, fd, number, merged, dialed, native_tls, server_name)
 
 
-
 def _bind_unix(path: str, backlog: int) -> socket.socket:
     # As asyncio's create_unix_server: a socket file left by a dead server
     # is removed (anything else at the path is left alone, and bind fails).

@@ -102,7 +102,8 @@ class Stream:
             await self._opened()
         while not self._inbox:
             if self._ended:
-                return self._end()
+                self._end()
+                return None
             loop = asyncio.get_running_loop()
             w: asyncio.Future[None] = loop.create_future()
             self._waiter = w
@@ -119,14 +120,14 @@ class Stream:
         msg = self._inbox.popleft()
         if msg is None:
             self._ended = True
-            return self._end()
+            self._end()
+            return None
         return msg
 
     def _end(self) -> None:
         err = self.error
         if err is not None:
             raise err
-        return None
 
     def __aiter__(self) -> Self:
         return self

@@ -16,10 +16,12 @@ from ..transport import (
     DEFAULT_VERSION,
     HANDSHAKE_TIMEOUT,
     Address,
-    Listener as _SyncListener,
     Whoami,
     _native_args,
     _unix_path,
+)
+from ..transport import (
+    Listener as _SyncListener,
 )
 from ..version import Version64
 from ._stream import Stream
@@ -508,4 +510,3 @@ def listen(
     """Listens on ``address`` (``(host, port)`` or a Unix socket path),
     with ``tls`` for TLS; see :class:`Listener`."""
     return Listener(address, backlog, tls=tls)
-
