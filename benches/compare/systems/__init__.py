@@ -33,6 +33,12 @@ SYSTEMS: tuple[SystemInfo, ...] = (
         "request_many 16 per call from one thread",
     ),
     SystemInfo(
+        "gofast aio",
+        "gofast_aio_sys",
+        KINDS,
+        "gofast.aio on asyncio: awaited posts/requests, 16 tasks, async-generator stream",
+    ),
+    SystemInfo(
         "grpcio",
         "grpc_sys",
         KINDS,
