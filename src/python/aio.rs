@@ -246,9 +246,7 @@ static DRIVE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
 /// `gofast.aio._drive`: the Python helpers (tasks, waiting for room).
 pub fn drive(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
     Ok(DRIVE
-        .get_or_try_init(py, || {
-            py.import("gofast.aio._drive").map(Bound::unbind)
-        })?
+        .get_or_try_init(py, || py.import("gofast.aio._drive").map(Bound::unbind))?
         .bind(py))
 }
 

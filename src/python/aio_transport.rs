@@ -48,7 +48,9 @@ impl PyTransport {
                  was first used on); make a transport on this loop instead",
                 self.inner.name()
             ))),
-            None => Err(UsageError::new_err("gofast.aio transport is not bound to a loop")),
+            None => Err(UsageError::new_err(
+                "gofast.aio transport is not bound to a loop",
+            )),
         }
     }
 
@@ -214,9 +216,7 @@ impl PyTransport {
             match ev {
                 Event::Post { id, data } => on_post(slf, session, id, &data)?,
                 Event::Posts { id, msgs } => on_posts(slf, session, id, msgs)?,
-                Event::Request { opaque, id, data } => {
-                    on_request(slf, session, opaque, id, &data)?
-                }
+                Event::Request { opaque, id, data } => on_request(slf, session, opaque, id, &data)?,
                 Event::StreamStart {
                     opaque,
                     id,
@@ -277,7 +277,11 @@ impl PyTransport {
         };
         let reason = self.inner.close_reason();
         for w in left {
-            settle(py, &w.future, Err(ConnectionClosed::new_err(reason.clone())));
+            settle(
+                py,
+                &w.future,
+                Err(ConnectionClosed::new_err(reason.clone())),
+            );
         }
         if let Some((_, h)) = timer {
             h.call_method0(py, intern!(py, "cancel"))?;
@@ -362,7 +366,12 @@ impl PyTransport {
     }
 
     pub(super) fn report_error(&self, py: Python<'_>, what: &str, exc: &Bound<'_, PyAny>) {
-        report(py, self.inner.session(), what, PyErr::from_value(exc.clone()));
+        report(
+            py,
+            self.inner.session(),
+            what,
+            PyErr::from_value(exc.clone()),
+        );
     }
 
     /// A ping or whoami through the loop.
@@ -503,16 +512,22 @@ fn on_stream_start(
 ) -> PyResult<()> {
     let py = slf.py();
     let failed = |e: PyErr| {
-        report(py, session, &format!("handler for message id {id}"), e.clone_ref(py));
+        report(
+            py,
+            session,
+            &format!("handler for message id {id}"),
+            e.clone_ref(py),
+        );
         tell_peer(py, session, Kind::StreamMsg, opaque, &e);
         let _ = session.stream_close(opaque, Origin::Remote);
     };
     let Some(f) = session.handler().lookup(id) else {
-        failed(UsageError::new_err(format!("no handler for message id {id}")));
+        failed(UsageError::new_err(format!(
+            "no handler for message id {id}"
+        )));
         return Ok(());
     };
-    let stream =
-        PyStream::for_stream(session.clone(), opaque, Origin::Remote, sink.clone());
+    let stream = PyStream::for_stream(session.clone(), opaque, Origin::Remote, sink.clone());
     let stream = Py::new(py, stream)?;
     let msg = BinMessage::from_wire(py, &wire(id, data))?;
     let started = aio::drive(py)?.call_method1(

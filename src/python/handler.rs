@@ -459,7 +459,13 @@ fn is_generator(py: Python<'_>, obj: &Bound<'_, PyAny>) -> bool {
 }
 
 /// Sends the peer, under `x-errors`, the type name and message of `err`.
-pub(super) fn tell_peer(py: Python<'_>, session: &Session<PyHandler>, kind: Kind, opaque: u64, err: &PyErr) {
+pub(super) fn tell_peer(
+    py: Python<'_>,
+    session: &Session<PyHandler>,
+    kind: Kind,
+    opaque: u64,
+    err: &PyErr,
+) {
     if !session.errors_ext() {
         return;
     }

@@ -497,7 +497,12 @@ impl PyTransport {
     }
 
     /// Binds to `event_loop` (once); `on_closed()` runs on it at the end.
-    fn _aio_bind(&self, py: Python<'_>, event_loop: Py<PyAny>, on_closed: Py<PyAny>) -> PyResult<()> {
+    fn _aio_bind(
+        &self,
+        py: Python<'_>,
+        event_loop: Py<PyAny>,
+        on_closed: Py<PyAny>,
+    ) -> PyResult<()> {
         self.aio_bind(py, event_loop, on_closed)
     }
 
@@ -513,7 +518,11 @@ impl PyTransport {
 
     /// An awaitable posting `msg` (ready at once when it was queued).
     #[pyo3(signature = (msg, flush = false))]
-    fn _aio_post(slf: &Bound<'_, Self>, msg: &Bound<'_, PyAny>, flush: bool) -> PyResult<Py<PyAny>> {
+    fn _aio_post(
+        slf: &Bound<'_, Self>,
+        msg: &Bound<'_, PyAny>,
+        flush: bool,
+    ) -> PyResult<Py<PyAny>> {
         Self::aio_post(slf, msg, flush)
     }
 
