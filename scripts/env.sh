@@ -14,7 +14,8 @@ python -m pip install -q --disable-pip-version-check --upgrade pip
 python -m pip install -q --disable-pip-version-check \
     "maturin>=1.7,<2" "cbor2>=5.6" "pytest>=8" "pytest-benchmark>=4" "pytest-timeout>=2.3" \
     "ruff>=0.6" "mypy>=1.11" "ziglang>=0.13" "auditwheel>=6" \
-    "prometheus-client>=0.20" "pdoc>=15" "trustme>=1.2"
+    "prometheus-client>=0.20" "pdoc>=15" "trustme>=1.2" \
+    "pytest-asyncio>=1.4" "uvloop>=0.19"
 # The distribution was called "gofast" before it became gofast-transport: drop
 # an old install, whose files the new one would otherwise share.
 if python -m pip show -q gofast >/dev/null 2>&1; then

@@ -20,23 +20,55 @@ pub struct OwnedMessage {
     pub data: Vec<u8>,
 }
 
+/// Told when a slot is filled, for a requester that does not block on the
+/// slot (an asyncio one: the waker queues the opaque for its event loop).
+/// Called with `Session::ex` possibly held: it may take only leaf locks and
+/// must never take the GIL.
+pub trait SlotWaker: Send + Sync {
+    fn wake(&self, opaque: u64);
+}
+
 /// Where a waiting requester finds its RESPONSE (or why there is none).
 #[derive(Default)]
 pub struct Slot {
     value: Mutex<Option<Result<OwnedMessage>>>,
     cv: Condvar,
     ready: AtomicBool,
+    waker: Option<(Arc<dyn SlotWaker>, u64)>,
 }
 
 impl Slot {
-    pub fn fill(&self, v: Result<OwnedMessage>) {
-        let mut g = self.value.lock();
-        if g.is_none() {
-            *g = Some(v);
-            self.ready.store(true, Ordering::Release);
-            drop(g); // first: the woken requester then finds the lock free
-            self.cv.notify_all();
+    /// A slot that tells `waker` (with `opaque`) once it is filled.
+    pub fn with_waker(opaque: u64, waker: Arc<dyn SlotWaker>) -> Self {
+        Slot {
+            waker: Some((waker, opaque)),
+            ..Slot::default()
         }
+    }
+
+    pub fn fill(&self, v: Result<OwnedMessage>) {
+        let filled = {
+            let mut g = self.value.lock();
+            let empty = g.is_none();
+            if empty {
+                *g = Some(v);
+                self.ready.store(true, Ordering::Release);
+            }
+            empty
+        };
+        if !filled {
+            return;
+        }
+        // After the lock: the woken requester then finds it free.
+        self.cv.notify_all();
+        if let Some((waker, opaque)) = &self.waker {
+            waker.wake(*opaque);
+        }
+    }
+
+    /// The value, if filled, without waiting.
+    pub fn take(&self) -> Option<Result<OwnedMessage>> {
+        self.value.lock().take()
     }
 
     pub fn is_ready(&self) -> bool {
@@ -153,9 +185,15 @@ impl<C: Clone> Exchanges<C> {
         })
     }
 
-    pub fn begin_request(&mut self) -> Result<(u64, Arc<Slot>)> {
+    pub fn begin_request(
+        &mut self,
+        waker: Option<&Arc<dyn SlotWaker>>,
+    ) -> Result<(u64, Arc<Slot>)> {
         let opaque = self.take_opaque()?;
-        let slot = Arc::new(Slot::default());
+        let slot = Arc::new(match waker {
+            Some(w) => Slot::with_waker(opaque, w.clone()),
+            None => Slot::default(),
+        });
         self.local.insert(opaque, Local::Request(slot.clone()));
         Ok((opaque, slot))
     }
@@ -168,9 +206,17 @@ impl<C: Clone> Exchanges<C> {
     /// The requester gave up waiting. Keeps the opaque out of the pool until
     /// the late RESPONSE arrives or the connection ends, so it cannot be
     /// taken for the RESPONSE of a newer request.
-    pub fn expire(&mut self, opaque: u64) {
+    /// `slot`: only if the opaque still belongs to that request (its
+    /// RESPONSE may have just freed the opaque for a newer one).
+    pub fn expire(&mut self, opaque: u64, slot: Option<&Arc<Slot>>) {
         if let Some(l @ Local::Request(_)) = self.local.get_mut(&opaque) {
-            *l = Local::Expired;
+            let same = match (&*l, slot) {
+                (Local::Request(s), Some(mine)) => Arc::ptr_eq(s, mine),
+                _ => true,
+            };
+            if same {
+                *l = Local::Expired;
+            }
         }
     }
 
@@ -391,8 +437,8 @@ mod tests {
     #[test]
     fn late_response_is_dropped_and_frees_the_opaque() {
         let mut ex = table();
-        let (o, _slot) = ex.begin_request().unwrap();
-        ex.expire(o);
+        let (o, _slot) = ex.begin_request(None).unwrap();
+        ex.expire(o, None);
         assert!(matches!(ex.classify_request(o), RequestFrame::LateResponse));
         assert_eq!(ex.local_in_use(), 0);
         // Another on the same opaque answers nothing: never the peer's REQUEST.
@@ -415,17 +461,17 @@ mod tests {
     #[test]
     fn expired_opaques_stay_taken_until_their_late_response() {
         let mut ex = Exchanges::<u32>::new(OpaquePool::new(1000, 1000).unwrap());
-        let (o, _) = ex.begin_request().unwrap();
-        ex.expire(o);
+        let (o, _) = ex.begin_request(None).unwrap();
+        ex.expire(o, None);
         assert!(matches!(
-            ex.begin_request(),
+            ex.begin_request(None),
             Err(Error::OpaqueExhausted {
                 capacity: 1,
                 expired: 1
             })
         ));
         assert!(matches!(ex.classify_request(o), RequestFrame::LateResponse));
-        assert_eq!(ex.begin_request().unwrap().0, o);
+        assert_eq!(ex.begin_request(None).unwrap().0, o);
     }
 
     #[test]
@@ -458,7 +504,7 @@ mod tests {
     #[test]
     fn close_all_fails_requests_and_ends_open_streams() {
         let mut ex = table();
-        let (_, slot) = ex.begin_request().unwrap();
+        let (_, slot) = ex.begin_request(None).unwrap();
         ex.open_stream(Some(1)).unwrap();
         assert_eq!(ex.accept_stream(5000, 10), Accept::Taken);
         ex.set_callback(5000, Some(2));
@@ -466,6 +512,6 @@ mod tests {
         ended.sort();
         assert_eq!(ended, vec![1, 2]);
         assert!(matches!(slot.wait(None), Some(Err(Error::Closed(_)))));
-        assert!(ex.begin_request().is_err());
+        assert!(ex.begin_request(None).is_err());
     }
 }

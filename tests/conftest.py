@@ -6,12 +6,13 @@ itself)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -19,6 +20,7 @@ import pytest
 import trustme
 
 import gofast
+import gofast.aio
 
 Setup = Callable[[gofast.Transport], object]
 
@@ -215,3 +217,114 @@ class LogRecords(logging.Handler):
         """Messages logged at ``level`` that mention every word."""
         messages = (r.getMessage() for r in self.records.snapshot() if r.levelno == level)
         return [m for m in messages if all(w in m for w in words)]
+
+
+# ---------------------------------------------------------------------------
+# gofast.aio: every async test runs on the default loop and on uvloop.
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    factories: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
+        "asyncio": asyncio.new_event_loop
+    }
+    try:
+        import uvloop
+    except ImportError:  # optional: tested where installed (scripts/env.sh does)
+        return factories
+    factories["uvloop"] = uvloop.new_event_loop
+    return factories
+
+
+ASetup = Callable[[Any], object]
+
+
+class APair:
+    """A dialing ``client`` and an accepting ``server``, handshaken; each
+    a ``gofast.aio.Transport`` or (``sync=``) a ``gofast.Transport``."""
+
+    def __init__(self, client: Any, server: Any) -> None:
+        self.client = client
+        self.server = server
+
+    async def close(self) -> None:
+        for t in (self.client, self.server):
+            if isinstance(t, gofast.aio.Transport):
+                await t.aclose()
+            else:
+                await asyncio.to_thread(t.close)
+
+
+async def make_apair(
+    client_setup: ASetup | None = None,
+    server_setup: ASetup | None = None,
+    client_settings: dict[str, Any] | None = None,
+    server_settings: dict[str, Any] | None = None,
+    handshake: bool = True,
+    link: str = "tcp",
+    sync: str = "",
+) -> APair:
+    """As ``make_pair``, on the running loop: both sides asyncio, or the
+    one named by ``sync`` ("client" or "server") a sync transport."""
+    client: Any
+    server: Any
+    with listen_on(link) as lis:
+        if sync == "server":
+            accepted = asyncio.ensure_future(
+                asyncio.to_thread(lis.accept, name="server", settings=server_settings, timeout=10)
+            )
+        else:
+            alis = gofast.aio.Listener._of(lis)
+            accepted = asyncio.ensure_future(
+                alis.accept(name="server", settings=server_settings, timeout=10)
+            )
+        if sync == "client":
+            client = await asyncio.to_thread(
+                gofast.Transport.connect,
+                lis.address,
+                name="client",
+                settings=client_settings,
+                tls=client_tls(link),
+            )
+        else:
+            client = await gofast.aio.connect(
+                lis.address, name="client", settings=client_settings, tls=client_tls(link)
+            )
+        server = await accepted
+    if client_setup:
+        client_setup(client)
+    if server_setup:
+        server_setup(server)
+    if handshake:
+
+        async def shake(t: Any) -> object:
+            if isinstance(t, gofast.aio.Transport):
+                return await t.handshake(10.0)
+            return await asyncio.to_thread(t.handshake, 10.0)
+
+        await asyncio.gather(shake(client), shake(server))
+    return APair(client, server)
+
+
+@pytest.fixture
+async def apair_factory(link: str) -> AsyncIterator[Callable[..., Awaitable[APair]]]:
+    """``await apair_factory(...)`` -> APair over the test's ``link``;
+    closed at teardown."""
+    made: list[APair] = []
+
+    async def factory(**kwargs: Any) -> APair:
+        kwargs.setdefault("link", link)
+        p = await make_apair(**kwargs)
+        made.append(p)
+        return p
+
+    yield factory
+    for p in made:
+        await p.close()
+
+
+@pytest.fixture
+async def apair(apair_factory: Callable[..., Awaitable[APair]]) -> APair:
+    """A handshaken asyncio pair without handlers."""
+    return await apair_factory()

@@ -17,6 +17,20 @@ TIMEOUT = 60
 
 # Each example: the lines its summary must contain, in order (regexes, matched whole).
 EXPECTED: dict[str, list[str]] = {
+    "aio_request.py": [
+        r"posted 100 notes, the server received 100",
+        r"doc-1: found, 'the first document'",
+        r"doc-9: not found",
+        r"slow lookup, answered after an await: 'computed: 42'",
+        r"gave up a request after 0\.1 s \(asyncio\.timeout\): its late response is dropped",
+        r"range \[10, 15\): \[10, 11, 12, 13, 14\]",
+        r"client: 2 timeouts \(incl\. 1 cancelled\), server: 1 client served",
+    ],
+    "aio_mixed.py": [
+        r"sync client: 're: hello from a thread'",
+        r"sync client streamed 5 items: \[0, 1, 4, 9, 16\]",
+        r"aio server: 1 request, 1 stream",
+    ],
     "post.py": [
         r"client posted 1000 documents, server received 1000",
         r"last document: doc-999 \(15 bytes of body\)",
@@ -115,6 +129,13 @@ def test_example_runs_and_prints_its_summary(name: str) -> None:
     assert done.returncode == 0, f"{name} exited {done.returncode}\n{done.stdout}\n{done.stderr}"
     assert_lines(done.stdout, EXPECTED[name])
     assert "Traceback" not in done.stderr, done.stderr
+
+
+def test_the_asyncio_example_runs_on_uvloop() -> None:
+    pytest.importorskip("uvloop")
+    done = run_example("aio_request.py", "--uvloop")
+    assert done.returncode == 0, done.stderr
+    assert_lines(done.stdout, EXPECTED["aio_request.py"])
 
 
 def test_stream_example_stops_the_server_early() -> None:

@@ -33,3 +33,11 @@ def test_first_example_runs_and_answers() -> None:
     finally:
         server.close()
         scope["listener"].close()
+
+
+def test_the_asyncio_example_runs(capsys: Any) -> None:
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    (code,) = [b for b in blocks if "gofast.aio.Server" in b]
+    scope: dict[str, Any] = {"__name__": __name__}
+    exec(compile(code, str(README), "exec"), scope)
+    assert capsys.readouterr().out.splitlines() == ["Greeting(text='re: hello')", "3", "2", "1"]

@@ -183,31 +183,7 @@ class Transport(_native.Transport):
         An ``ssl.SSLSocket`` is refused: its TLS state cannot be carried
         over, and its raw socket would speak plaintext. Pass the plain
         socket and ``tls=`` instead."""
-        ssl = sys.modules.get("ssl")  # not imported: sock cannot be an SSLSocket
-        if ssl is not None and isinstance(sock, ssl.SSLSocket):
-            raise UsageError(
-                "from_socket() cannot take an ssl.SSLSocket: its TLS session stays in "
-                "Python's ssl module and the raw socket would carry plaintext; pass the "
-                "plain socket with tls=gofast.TLS(...) (gofast runs TLS itself)"
-            )
-        if sock.type != socket.SOCK_STREAM or sock.family not in _FAMILIES:
-            raise ValueError("gofast needs a TCP or Unix stream (SOCK_STREAM) socket")
-        if tls is not None and not isinstance(tls, TLS):
-            raise TypeError(f"tls: a gofast.TLS, not {type(tls).__name__}")
-        merged = _native.default_settings(dialed)
-        merged.update(settings or {})
-        name = name or _default_name("dial" if dialed else "accept")
-        number = _version_number(version)
-        if tls is not None and server_name is None:
-            server_name = tls.server_name
-        native_tls = tls._native if tls is not None else None
-        if dialed and tls is not None and server_name is None:
-            raise UsageError(
-                "a TLS client verifies the server's name: give TLS(server_name=...) "
-                "(a Unix socket path names no host)"
-            )
-        fd = sock.detach()
-        return cls(name, fd, number, merged, dialed, native_tls, server_name)
+        return cls(*_native_args(sock, name, version, settings, dialed, tls, server_name))
 
     # ---- handlers ------------------------------------------------------------
 
@@ -285,6 +261,44 @@ class Transport(_native.Transport):
 
 
 _FAMILIES = (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX)
+
+
+def _native_args(
+    sock: socket.socket,
+    name: str | None,
+    version: Version64 | int,
+    settings: dict[str, Any] | None,
+    dialed: bool,
+    tls: TLS | None,
+    server_name: str | None,
+) -> tuple[str, int, int, dict[str, Any], bool, Any, str | None]:
+    """Checks what ``from_socket`` was given and takes the socket over:
+    the native constructor's arguments (shared with ``gofast.aio``)."""
+    ssl = sys.modules.get("ssl")  # not imported: sock cannot be an SSLSocket
+    if ssl is not None and isinstance(sock, ssl.SSLSocket):
+        raise UsageError(
+            "from_socket() cannot take an ssl.SSLSocket: its TLS session stays in "
+            "Python's ssl module and the raw socket would carry plaintext; pass the "
+            "plain socket with tls=gofast.TLS(...) (gofast runs TLS itself)"
+        )
+    if sock.type != socket.SOCK_STREAM or sock.family not in _FAMILIES:
+        raise ValueError("gofast needs a TCP or Unix stream (SOCK_STREAM) socket")
+    if tls is not None and not isinstance(tls, TLS):
+        raise TypeError(f"tls: a gofast.TLS, not {type(tls).__name__}")
+    merged = _native.default_settings(dialed)
+    merged.update(settings or {})
+    name = name or _default_name("dial" if dialed else "accept")
+    number = _version_number(version)
+    if tls is not None and server_name is None:
+        server_name = tls.server_name
+    native_tls = tls._native if tls is not None else None
+    if dialed and tls is not None and server_name is None:
+        raise UsageError(
+            "a TLS client verifies the server's name: give TLS(server_name=...) "
+            "(a Unix socket path names no host)"
+        )
+    fd = sock.detach()
+    return (name, fd, number, merged, dialed, native_tls, server_name)
 
 
 def _bind_unix(path: str, backlog: int) -> socket.socket:

@@ -117,6 +117,7 @@ impl<H: Handler> Session<H> {
                 run();
             }
         });
+        self.handler.received(&|| self.is_closed());
     }
 
     /// Decodes a frame's message, counting a drop when it is unusable.

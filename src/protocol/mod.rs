@@ -117,6 +117,18 @@ pub trait Handler: Send + Sync + Sized + 'static {
     fn on_stream_cut(&self, _callback: &Self::Callback, _reason: &str) {}
     /// The connection is closed for good: drop what the handlers hold.
     fn on_closed(&self);
+    /// One read's frames have been handled (also when none needed the
+    /// handler: a batch of RESPONSEs). For a handler that queues what
+    /// arrives for another thread (asyncio), where one wake-up per read,
+    /// not per message, is the point.
+    /// May wait (the reader then stops reading: backpressure) until what
+    /// it queued has been taken, or `closed()`.
+    fn received(&self, _closed: &dyn Fn() -> bool) {}
+    /// Whether requesters may read their own RESPONSEs off the socket
+    /// (`Core::wait_response`): not when none of them blocks for one.
+    fn requesters_read(&self) -> bool {
+        true
+    }
     /// Runs a driver's reader thread's whole life (the Python handler keeps
     /// one interpreter thread state for it instead of one per batch).
     fn reader_thread(&self, run: &mut dyn FnMut()) {

@@ -3,13 +3,14 @@
 //! checked, handed to the sink and counted once queued.
 
 use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::{Handler, PendingRequest, Session, WAKE_EVERY};
 use crate::builtin;
 use crate::codec::Kind;
 use crate::errors::{Error, Result};
-use crate::exchange::Origin;
+use crate::exchange::{Origin, SlotWaker};
 use crate::stats::Stats;
 use crate::writer::{Data, Out, Urgency};
 
@@ -79,7 +80,7 @@ impl<H: Handler> Session<H> {
         between: &mut dyn FnMut() -> Result<()>,
     ) -> Result<PendingRequest> {
         self.check_size(data.len())?;
-        let (opaque, slot) = self.ex.lock().begin_request()?;
+        let (opaque, slot) = self.ex.lock().begin_request(None)?;
         let out = Out::Msg {
             kind: Kind::Request,
             opaque,
@@ -104,6 +105,39 @@ impl<H: Handler> Session<H> {
         Stats::incr(&self.stats.n_tx);
         Stats::incr(&self.stats.n_txreq);
         Ok(PendingRequest { opaque, slot })
+    }
+
+    /// Queues a REQUEST without ever waiting: `Ok(None)` when the sink is
+    /// full (nothing was sent; wait for room and retry). Its slot tells
+    /// `waker` when the RESPONSE (or the reason there is none) is in: for a
+    /// requester that must not block, an event loop.
+    pub fn try_request(
+        &self,
+        id: u64,
+        data: &[u8],
+        compress: bool,
+        waker: &Arc<dyn SlotWaker>,
+    ) -> Result<Option<PendingRequest>> {
+        self.check_size(data.len())?;
+        let (opaque, slot) = self.ex.lock().begin_request(Some(waker))?;
+        let out = Out::Msg {
+            kind: Kind::Request,
+            opaque,
+            id,
+            data: Data::copied(data),
+            compress,
+        };
+        match self.sink.push(out, Urgency::Direct) {
+            Ok(true) => {
+                Stats::incr(&self.stats.n_tx);
+                Stats::incr(&self.stats.n_txreq);
+                Ok(Some(PendingRequest { opaque, slot }))
+            }
+            other => {
+                self.ex.lock().abandon(opaque);
+                other.map(|_| None)
+            }
+        }
     }
 
     /// Sends several REQUESTs with one wake-up of the writer (the last one
@@ -146,7 +180,7 @@ impl<H: Handler> Session<H> {
 
     /// The requester gives up; a late RESPONSE will be dropped.
     pub fn expire(&self, p: &PendingRequest) {
-        self.ex.lock().expire(p.opaque);
+        self.ex.lock().expire(p.opaque, Some(&p.slot));
         Stats::incr(&self.stats.n_timeouts);
     }
 

@@ -3,15 +3,15 @@
 //! of frames. A handler's exception is logged and counted, never fatal.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
-
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use crate::sync::Mutex;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyDict;
 
+use super::aio::{AioQueue, Event};
 use super::message::BinMessage;
 use super::stream::{PyStream, StreamSink};
 use crate::builtin::{self, ERROR_ID};
@@ -35,9 +35,25 @@ pub struct PyHandler {
     /// Message ids whose REQUEST handler left a request unanswered, already
     /// warned about (without `x-errors`: once per id, not per request).
     warned_unanswered: Mutex<HashSet<u64>>,
+    /// Set (once, before the handshake) for a `gofast.aio` transport: what
+    /// arrives is queued for its event loop, never run on the reader thread.
+    aio: OnceLock<Arc<AioQueue>>,
 }
 
 impl PyHandler {
+    /// Puts the handler in asyncio mode (see `aio.rs`).
+    pub fn set_aio(&self, queue: Arc<AioQueue>) {
+        let _ = self.aio.set(queue);
+    }
+
+    pub fn is_aio(&self) -> bool {
+        self.aio.get().is_some()
+    }
+
+    fn has_handler(&self, id: u64) -> bool {
+        self.handlers.lock().contains_key(&id) || self.default.lock().is_some()
+    }
+
     /// Returns the handler replaced, for the caller to drop after the lock
     /// (dropping a Python object may run arbitrary code).
     pub fn subscribe(&self, id: u64, handler: Py<PyAny>) -> Option<PyCallable> {
@@ -54,14 +70,14 @@ impl PyHandler {
         std::mem::replace(&mut *self.default.lock(), handler.map(Arc::new))
     }
 
-    fn lookup(&self, id: u64) -> Option<PyCallable> {
+    pub(super) fn lookup(&self, id: u64) -> Option<PyCallable> {
         let found = self.handlers.lock().get(&id).cloned();
         found.or_else(|| self.default.lock().clone())
     }
 
     /// Calls the handler; its exception is reported (logged, counted) and
     /// returned for the caller to tell the peer.
-    fn call(
+    pub(super) fn call(
         &self,
         py: Python<'_>,
         session: &Arc<Session<Self>>,
@@ -89,7 +105,7 @@ impl PyHandler {
     /// A REQUEST handler returned `returned`: a message is the reply; None
     /// with no reply sent is reported, to the peer under `x-errors`, else
     /// by a warning once per message id.
-    fn after_request(
+    pub(super) fn after_request(
         &self,
         py: Python<'_>,
         session: &Arc<Session<Self>>,
@@ -133,14 +149,72 @@ impl PyHandler {
     }
 }
 
+impl PyHandler {
+    /// What follows a REQUEST handler's return (`called`: what it
+    /// returned, or its exception, already reported).
+    pub(super) fn finish_request(
+        &self,
+        py: Python<'_>,
+        session: &Arc<Session<Self>>,
+        stream: &Py<PyStream>,
+        id: u64,
+        called: PyResult<Py<PyAny>>,
+    ) {
+        let opaque = stream.get().opaque_value();
+        match called {
+            Ok(r) => self.after_request(py, session, stream, opaque, id, r),
+            Err(e) => {
+                if !stream.get().responded() {
+                    tell_peer(py, session, Kind::Request, opaque, &e);
+                }
+            }
+        }
+    }
+
+    /// Drops the handlers (asyncio mode: at the loop's `Closed` event; the
+    /// caller holds the GIL and no lock).
+    pub(super) fn clear(&self) {
+        let handlers = std::mem::take(&mut *self.handlers.lock());
+        let batch_handlers = std::mem::take(&mut *self.batch_handlers.lock());
+        let default = self.default.lock().take();
+        drop((handlers, batch_handlers, default));
+    }
+
+    pub(super) fn batch_handler(&self, id: u64) -> Option<PyCallable> {
+        self.batch_handlers.lock().get(&id).cloned()
+    }
+}
+
 impl Handler for PyHandler {
     type Callback = Arc<StreamSink>;
 
     fn batch(&self, run: &mut dyn FnMut()) {
+        if self.is_aio() {
+            return run(); // nothing here runs Python: it is queued
+        }
         Python::attach(|_py| run());
     }
 
+    fn received(&self, closed: &dyn Fn() -> bool) {
+        if let Some(q) = self.aio.get() {
+            q.ring();
+            q.wait_taken(closed);
+        }
+    }
+
+    fn requesters_read(&self) -> bool {
+        !self.is_aio()
+    }
+
     fn on_post(&self, session: &Arc<Session<Self>>, msg: &Message<'_>) -> Dispatched {
+        if let Some(q) = self.aio.get() {
+            if !self.has_handler(msg.id) {
+                return Dispatched::NoHandler;
+            }
+            let data = msg.data.to_vec();
+            q.push(Event::Post { id: msg.id, data });
+            return Dispatched::Handled;
+        }
         let Some(h) = self.lookup(msg.id) else {
             return Dispatched::NoHandler;
         };
@@ -156,6 +230,11 @@ impl Handler for PyHandler {
 
     fn on_posts(&self, session: &Arc<Session<Self>>, msgs: &[Message<'_>]) {
         let Some(first) = msgs.first() else { return };
+        if let Some(q) = self.aio.get() {
+            let msgs = msgs.iter().map(|m| m.data.to_vec()).collect();
+            q.push(Event::Posts { id: first.id, msgs });
+            return;
+        }
         let Some(h) = self.batch_handlers.lock().get(&first.id).cloned() else {
             return;
         };
@@ -182,6 +261,18 @@ impl Handler for PyHandler {
         opaque: u64,
         msg: &Message<'_>,
     ) -> Dispatched {
+        if let Some(q) = self.aio.get() {
+            if !self.has_handler(msg.id) {
+                return Dispatched::NoHandler;
+            }
+            let data = msg.data.to_vec();
+            q.push(Event::Request {
+                opaque,
+                id: msg.id,
+                data,
+            });
+            return Dispatched::Handled;
+        }
         let Some(h) = self.lookup(msg.id) else {
             return Dispatched::NoHandler;
         };
@@ -190,14 +281,8 @@ impl Handler for PyHandler {
                 Ok(s) => s,
                 Err(e) => return report(py, session, "request stream", e),
             };
-            match self.call(py, session, &h, Some(&stream), msg) {
-                Ok(r) => self.after_request(py, session, &stream, opaque, msg.id, r),
-                Err(e) => {
-                    if !stream.get().responded() {
-                        tell_peer(py, session, Kind::Request, opaque, &e);
-                    }
-                }
-            }
+            let called = self.call(py, session, &h, Some(&stream), msg);
+            self.finish_request(py, session, &stream, msg.id, called);
         });
         Dispatched::Handled
     }
@@ -208,6 +293,20 @@ impl Handler for PyHandler {
         opaque: u64,
         msg: &Message<'_>,
     ) -> Result<Option<Self::Callback>, Dispatched> {
+        if let Some(q) = self.aio.get() {
+            if !self.has_handler(msg.id) {
+                return Err(Dispatched::NoHandler);
+            }
+            // Its callback is set on the loop, when the handler has run.
+            let sink = StreamSink::new();
+            q.push(Event::StreamStart {
+                opaque,
+                id: msg.id,
+                data: msg.data.to_vec(),
+                sink: sink.clone(),
+            });
+            return Ok(Some(sink));
+        }
         let Some(h) = self.lookup(msg.id) else {
             return Err(Dispatched::NoHandler);
         };
@@ -279,6 +378,14 @@ impl Handler for PyHandler {
             let _ = callback.remote_error.set(err);
             return;
         }
+        if let Some(q) = self.aio.get() {
+            q.push(Event::StreamMsg {
+                sink: callback.clone(),
+                msg: msg.map(|m| (m.id, m.data.to_vec())),
+                len: msg.map_or(0, |m| m.data.len()),
+            });
+            return;
+        }
         let Some(callback) = callback.callback.get() else {
             return; // registered without a callable: nothing listens
         };
@@ -313,6 +420,13 @@ impl Handler for PyHandler {
     }
 
     fn on_closed(&self) {
+        if let Some(q) = self.aio.get() {
+            // The loop still runs what was queued before this: it drops
+            // the handlers when it gets here.
+            q.push(Event::Closed);
+            q.ring();
+            return;
+        }
         // Drop the handlers with the GIL: they may hold the last reference
         // to the transport's Python object (a cycle Python cannot see).
         let handlers = std::mem::take(&mut *self.handlers.lock());
@@ -345,7 +459,13 @@ fn is_generator(py: Python<'_>, obj: &Bound<'_, PyAny>) -> bool {
 }
 
 /// Sends the peer, under `x-errors`, the type name and message of `err`.
-fn tell_peer(py: Python<'_>, session: &Session<PyHandler>, kind: Kind, opaque: u64, err: &PyErr) {
+pub(super) fn tell_peer(
+    py: Python<'_>,
+    session: &Session<PyHandler>,
+    kind: Kind,
+    opaque: u64,
+    err: &PyErr,
+) {
     if !session.errors_ext() {
         return;
     }
@@ -372,7 +492,7 @@ fn warn(py: Python<'_>, session: &Session<PyHandler>, what: &str) {
 
 /// Logs a handler's exception (with its traceback) to the `gofast` logger
 /// and counts it in `n_handler_errors`.
-fn report(py: Python<'_>, session: &Session<PyHandler>, what: &str, err: PyErr) {
+pub(super) fn report(py: Python<'_>, session: &Session<PyHandler>, what: &str, err: PyErr) {
     Stats::incr(&session.stats.n_handler_errors);
     let logged = logger(py).and_then(|logger| {
         let kwargs = PyDict::new(py);

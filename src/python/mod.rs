@@ -1,6 +1,8 @@
 //! pyo3 bindings: the private `gofast._native` module. `gofast/__init__.py`
 //! is the public face; `_native.pyi` spells out these types.
 
+mod aio;
+mod aio_transport;
 mod errors;
 mod handler;
 mod message;
@@ -146,10 +148,12 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<transport::PyTransport>()?;
     m.add_class::<stream::PyStream>()?;
     m.add_class::<message::BinMessage>()?;
+    m.add_class::<aio::Ready>()?;
     m.add_function(wrap_pyfunction!(stats, m)?)?;
     m.add_function(wrap_pyfunction!(transport_names, m)?)?;
     m.add_function(wrap_pyfunction!(default_settings, m)?)?;
     m.add_function(wrap_pyfunction!(_close_all_transports, m)?)?;
+    m.add("READY", aio::ready(m.py())?)?;
     m.add("STAT_NAMES", crate::stats::Stats::NAMES.to_vec())?;
     m.add("PING_ID", crate::builtin::PING_ID)?;
     m.add("WHOAMI_ID", crate::builtin::WHOAMI_ID)?;

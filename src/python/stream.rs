@@ -105,6 +105,10 @@ impl PyStream {
         owned_session(&self.session)
     }
 
+    pub fn opaque_value(&self) -> u64 {
+        self.opaque
+    }
+
     /// Whether `respond()` has answered the request.
     pub fn responded(&self) -> bool {
         self.responded.load(Ordering::Acquire)
@@ -179,8 +183,10 @@ impl PyStream {
 
     /// Answers the peer's request; exactly once.
     #[pyo3(signature = (msg, flush = true))]
-    fn respond(&self, py: Python<'_>, msg: &Bound<'_, PyAny>, flush: bool) -> PyResult<()> {
-        if self.role != Role::Request {
+    fn respond(slf: &Bound<'_, Self>, msg: &Bound<'_, PyAny>, flush: bool) -> PyResult<()> {
+        let py = slf.py();
+        let me = slf.get();
+        if me.role != Role::Request {
             return Err(UsageError::new_err(
                 "respond() answers a request; a stream uses send()",
             ));
@@ -188,17 +194,54 @@ impl PyStream {
         let (id, data) = message_parts(msg)?;
         // Refused before it counts as the answer, so a valid one can follow.
         super::transport::check_user_id(id)?;
-        if self.responded.swap(true, Ordering::AcqRel) {
+        if me.responded.swap(true, Ordering::AcqRel) {
             return Err(UsageError::new_err(format!(
                 "request {} was already answered",
-                self.opaque
+                me.opaque
             )));
         }
-        let session = self.session()?;
+        let session = me.session()?;
         let data = lendable(&data);
+        if session.handler().is_aio() {
+            // On an event loop: never wait here. A full queue hands the
+            // reply to a task that waits for room without blocking the loop.
+            if session.respond(me.opaque, id, data, flush)? {
+                return Ok(());
+            }
+            super::aio::drive(py)?.call_method1("respond_later", (slf, msg, flush))?;
+            return Ok(());
+        }
         send_or_wait(py, session, None, || {
-            session.respond(self.opaque, id, data, flush)
+            session.respond(me.opaque, id, data, flush)
         })
+    }
+
+    /// Queues the reply of `respond()` once there is room: False while the
+    /// send queue is full (for `gofast.aio`, which waits without blocking).
+    #[pyo3(signature = (msg, flush = true))]
+    fn _try_respond(&self, msg: &Bound<'_, PyAny>, flush: bool) -> PyResult<bool> {
+        let (id, data) = message_parts(msg)?;
+        let session = self.session()?;
+        Ok(session.respond(self.opaque, id, lendable(&data), flush)?)
+    }
+
+    /// Waits (without the GIL) up to `seconds` for room in the send queue.
+    fn _wait_room(&self, py: Python<'_>, seconds: f64) -> PyResult<()> {
+        let session = self.session()?;
+        let until = std::time::Instant::now()
+            + std::time::Duration::from_secs_f64(seconds.clamp(0.0, 3600.0));
+        py.detach(|| session.wait_room(until));
+        Ok(())
+    }
+
+    /// Queues a message on the stream without waiting: False while the send
+    /// queue is full (for `gofast.aio`, which waits without blocking).
+    #[pyo3(signature = (msg, flush = false))]
+    fn _try_send(&self, msg: &Bound<'_, PyAny>, flush: bool) -> PyResult<bool> {
+        let origin = self.origin("send")?;
+        let (id, data) = message_parts(msg)?;
+        let session = self.session()?;
+        Ok(session.stream_send(self.opaque, origin, id, lendable(&data), flush)?)
     }
 
     /// Ends a stream the peer opened because this side failed: tells the

@@ -10,6 +10,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
+use super::aio::{Aio, AioQueue};
 use super::errors::{RemoteError, SettingsError, UsageError};
 use super::handler::PyHandler;
 use super::message::{decode_as, lendable, message_parts, BinMessage};
@@ -29,7 +30,9 @@ use crate::transport::Core;
 #[pyclass(frozen, subclass, module = "gofast._native", name = "Transport")]
 pub struct PyTransport {
     /// Reached through `core()`, which refuses a fork()ed child.
-    inner: Arc<Core<PyHandler>>,
+    pub(super) inner: Arc<Core<PyHandler>>,
+    /// For a `gofast.aio` transport: its queue and loop (`aio.rs`).
+    pub(super) aio: Option<Aio>,
 }
 
 impl Drop for PyTransport {
@@ -67,11 +70,11 @@ fn whoami_tuple(w: Whoami) -> (String, u64, u64, String) {
 }
 
 impl PyTransport {
-    fn core(&self) -> PyResult<&Arc<Core<PyHandler>>> {
+    pub(super) fn core(&self) -> PyResult<&Arc<Core<PyHandler>>> {
         owned(&self.inner)
     }
 
-    fn timeout(&self, timeout: Option<f64>) -> PyResult<Option<Duration>> {
+    pub(super) fn timeout(&self, timeout: Option<f64>) -> PyResult<Option<Duration>> {
         match timeout {
             None => Ok(self.inner.settings().request_timeout),
             Some(t) if t.is_infinite() && t > 0.0 => Ok(None),
@@ -100,7 +103,7 @@ impl PyTransport {
         })
     }
 
-    fn reply_object(
+    pub(super) fn reply_object(
         &self,
         py: Python<'_>,
         reply: OwnedMessage,
@@ -134,7 +137,8 @@ impl PyTransport {
     /// `server_name`), the other the server; the TLS handshake runs in
     /// `handshake()`.
     #[new]
-    #[pyo3(signature = (name, fd, version, settings, dialed, tls=None, server_name=None))]
+    #[pyo3(signature = (name, fd, version, settings, dialed, tls=None, server_name=None, aio=false))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         name: &str,
         fd: RawFd,
@@ -143,6 +147,7 @@ impl PyTransport {
         dialed: bool,
         tls: Option<PyRef<'_, PyTlsConfig>>,
         server_name: Option<&str>,
+        aio: bool,
     ) -> PyResult<Self> {
         if fd < 0 {
             return Err(UsageError::new_err(format!("invalid file descriptor {fd}")));
@@ -165,8 +170,16 @@ impl PyTransport {
             }
         };
         let link = Link { socket: sock, tls };
-        let core = Core::new(name, link, version, s, PyHandler::default())?;
-        Ok(PyTransport { inner: core })
+        let handler = PyHandler::default();
+        let aio = if aio {
+            let queue = AioQueue::new(s.max_pending).map_err(Error::from)?;
+            handler.set_aio(queue.clone());
+            Some(Aio::new(queue))
+        } else {
+            None
+        };
+        let core = Core::new(name, link, version, s, handler)?;
+        Ok(PyTransport { inner: core, aio })
     }
 
     /// The name given at connect/accept (it names the stats and log lines).
@@ -474,6 +487,140 @@ impl PyTransport {
     /// (opaques held by exchanges this side started, streams the peer opened)
     fn _exchanges_in_use(&self) -> PyResult<(usize, usize)> {
         Ok(self.core()?.exchanges_in_use())
+    }
+
+    // ---- gofast.aio (see aio.rs and aio_transport.rs) --------------------
+
+    /// The eventfd the loop watches (`loop.add_reader`).
+    fn _aio_fd(&self) -> PyResult<i32> {
+        Ok(self.aio()?.queue.fd())
+    }
+
+    /// Binds to `event_loop` (once); `on_closed()` runs on it at the end.
+    fn _aio_bind(
+        &self,
+        py: Python<'_>,
+        event_loop: Py<PyAny>,
+        on_closed: Py<PyAny>,
+    ) -> PyResult<()> {
+        self.aio_bind(py, event_loop, on_closed)
+    }
+
+    /// Raises `UsageError` unless called on the loop the transport is bound to.
+    fn _aio_check(&self, py: Python<'_>) -> PyResult<()> {
+        self.aio_check(py).map(|_| ())
+    }
+
+    /// Runs what arrived since the last call (the loop's reader callback).
+    fn _aio_drain(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::aio_drain(slf)
+    }
+
+    /// An awaitable posting `msg` (ready at once when it was queued).
+    #[pyo3(signature = (msg, flush = false))]
+    fn _aio_post(
+        slf: &Bound<'_, Self>,
+        msg: &Bound<'_, PyAny>,
+        flush: bool,
+    ) -> PyResult<Py<PyAny>> {
+        Self::aio_post(slf, msg, flush)
+    }
+
+    /// Queues a POST without waiting: False while the send queue is full.
+    #[pyo3(signature = (msg, flush = false))]
+    fn _try_post(&self, msg: &Bound<'_, PyAny>, flush: bool) -> PyResult<bool> {
+        self.try_post(msg, flush)
+    }
+
+    /// Sends a REQUEST whose reply resolves `future`: its opaque, or None
+    /// when the send queue is full (nothing sent).
+    #[pyo3(signature = (msg, future, response_type = None, timeout = None))]
+    fn _aio_request(
+        slf: &Bound<'_, Self>,
+        msg: &Bound<'_, PyAny>,
+        future: Py<PyAny>,
+        response_type: Option<Py<PyAny>>,
+        timeout: Option<f64>,
+    ) -> PyResult<Option<u64>> {
+        Self::aio_user_request(slf, msg, future, response_type, timeout)
+    }
+
+    /// A ping whose echo resolves `future` (as `_aio_request`).
+    #[pyo3(signature = (echo, future, timeout = None))]
+    fn _aio_ping(
+        slf: &Bound<'_, Self>,
+        echo: &str,
+        future: Py<PyAny>,
+        timeout: Option<f64>,
+    ) -> PyResult<Option<u64>> {
+        if echo.len() > u16::MAX as usize {
+            return Err(UsageError::new_err(format!(
+                "ping text of {} UTF-8 bytes exceeds the protocol's 65535",
+                echo.len()
+            )));
+        }
+        let data = builtin::encode_ping(echo);
+        Self::aio_builtin(slf, PING_ID, &data, future, timeout)
+    }
+
+    /// A whoami whose (name, version, buffersize, tags) resolves `future`.
+    #[pyo3(signature = (future, timeout = None))]
+    fn _aio_whoami(
+        slf: &Bound<'_, Self>,
+        future: Py<PyAny>,
+        timeout: Option<f64>,
+    ) -> PyResult<Option<u64>> {
+        let data = slf.get().whoami_data();
+        Self::aio_builtin(slf, WHOAMI_ID, &data, future, timeout)
+    }
+
+    /// Gives up the request `opaque` (its task was cancelled).
+    fn _aio_cancel(&self, opaque: u64) -> PyResult<()> {
+        self.aio_cancel(opaque)
+    }
+
+    /// The request timer's callback.
+    fn _aio_expire(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::aio_expire(slf)
+    }
+
+    /// Opens a stream whose messages go to `callback` on the loop; None
+    /// when the send queue is full.
+    #[pyo3(signature = (msg, callback, flush = true))]
+    fn _aio_stream(
+        &self,
+        py: Python<'_>,
+        msg: &Bound<'_, PyAny>,
+        callback: Py<PyAny>,
+        flush: bool,
+    ) -> PyResult<Option<PyStream>> {
+        self.aio_open_stream(py, msg, callback, flush)
+    }
+
+    /// What a REQUEST handler's coroutine ended with (`exc`: it raised).
+    #[pyo3(signature = (stream, id, result, exc = None))]
+    fn _aio_finish_request(
+        &self,
+        py: Python<'_>,
+        stream: &Bound<'_, PyStream>,
+        id: u64,
+        result: Py<PyAny>,
+        exc: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        self.finish_request(py, stream, id, result, exc)
+    }
+
+    /// Logs and counts a handler's exception, as for one on the reader.
+    fn _report(&self, py: Python<'_>, what: &str, exc: &Bound<'_, PyAny>) {
+        self.report_error(py, what, exc)
+    }
+
+    /// Waits (without the GIL) up to `seconds` for room in the send queue.
+    fn _wait_room(&self, py: Python<'_>, seconds: f64) -> PyResult<()> {
+        let core = self.core()?;
+        let until = Instant::now() + Duration::from_secs_f64(seconds.clamp(0.0, 3600.0));
+        py.detach(|| core.wait_room(until));
+        Ok(())
     }
 
     /// Flushes, closes the connection, fails pending requests with

@@ -102,6 +102,7 @@ impl<H: Handler> Core<H> {
             let requests = self.stats.n_txreq.load(Ordering::Relaxed);
             // Not over TLS: requesters cannot peek at records to decrypt.
             let requesters_read = !sock.is_tls()
+                && self.session.handler().requesters_read()
                 && (requests != requests_seen || self.waiters.load(Ordering::Acquire) > 0);
             requests_seen = requests;
             if requesters_read {
@@ -227,6 +228,8 @@ impl<H: Handler> Core<H> {
             }
             std::thread::yield_now();
         }
+        // RESPONSEs it took for others may wait in a handler's queue.
+        self.session.handler().received(&|| self.is_closed());
     }
 
     /// Peeks at the socket and takes off it only the whole RESPONSEs to our

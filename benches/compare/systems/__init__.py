@@ -45,6 +45,12 @@ SYSTEMS: tuple[SystemInfo, ...] = (
         "as gofast, over TLS 1.3 (rustls), the server's certificate verified",
     ),
     SystemInfo(
+        "gofast aio",
+        "gofast_aio_sys",
+        KINDS,
+        "gofast.aio on asyncio: awaited posts/requests, 16 tasks, async-generator stream",
+    ),
+    SystemInfo(
         "grpcio",
         "grpc_sys",
         KINDS,

@@ -1,0 +1,276 @@
+//! The asyncio bridge (`gofast.aio`): the same core and session as the
+//! sync API, with what arrives handed to an event loop instead of being
+//! handled on the reader thread.
+//!
+//! In asyncio mode the handler (`PyHandler` with an `AioQueue`) never runs
+//! Python on the reader thread: each application message, each RESPONSE
+//! to an asyncio request (through its slot's `SlotWaker`) and the end of
+//! the connection become an `Event` in the queue. After each read
+//! (`Handler::received`) an eventfd is written once if the loop has not
+//! been told yet, so the loop wakes once per read, not per message; it
+//! watches the eventfd with `loop.add_reader` and drains the whole queue
+//! with one native call (`PyTransport._aio_drain`), which runs the
+//! handlers and resolves the requests' futures on the loop's thread.
+//!
+//! Locks: `AioQueue::state` is a leaf, taken without the GIL by the reader
+//! (and by `Slot::fill`, possibly under `Session::ex`) and with it by the
+//! loop, held only to push or swap. `LoopSide` is taken only by the loop's
+//! thread, with the GIL, and nothing calls Python while it is held.
+
+use std::collections::HashMap;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::sync::{Condvar, Mutex};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+
+use super::stream::StreamSink;
+use crate::exchange::{Slot, SlotWaker};
+
+/// One thing for the loop to do, in the order the reader found it.
+pub enum Event {
+    Post {
+        id: u64,
+        data: Vec<u8>,
+    },
+    /// Consecutive POSTs of one id for a batch handler.
+    Posts {
+        id: u64,
+        msgs: Vec<Vec<u8>>,
+    },
+    Request {
+        opaque: u64,
+        id: u64,
+        data: Vec<u8>,
+    },
+    StreamStart {
+        opaque: u64,
+        id: u64,
+        data: Vec<u8>,
+        sink: Arc<StreamSink>,
+    },
+    /// `None`: the stream's end.
+    StreamMsg {
+        sink: Arc<StreamSink>,
+        msg: Option<(u64, Vec<u8>)>,
+        len: usize,
+    },
+    /// The RESPONSE to an asyncio request (or why there is none) is in its slot.
+    Response(u64),
+    Closed,
+}
+
+#[derive(Default)]
+struct Queue {
+    events: Vec<Event>,
+    /// Message bytes in `events`.
+    bytes: usize,
+    /// The eventfd was written for what `events` holds.
+    told: bool,
+}
+
+/// What the reader thread hands to the loop, and the eventfd it rings.
+/// Bounded: past `limit` bytes the reader waits for the loop to take them
+/// (`wait_taken`), so a loop that falls behind slows the peer down through
+/// TCP, as a slow handler does under the sync API, instead of growing the
+/// queue without end.
+pub struct AioQueue {
+    efd: RawFd,
+    limit: usize,
+    state: Mutex<Queue>,
+    taken: Condvar,
+}
+
+impl AioQueue {
+    pub fn new(limit: usize) -> std::io::Result<Arc<Self>> {
+        // SAFETY: eventfd takes no pointers; the fd is ours until Drop.
+        let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if efd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Arc::new(AioQueue {
+            efd,
+            limit: limit.max(1),
+            state: Mutex::new(Queue::default()),
+            taken: Condvar::new(),
+        }))
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.efd
+    }
+
+    pub fn push(&self, ev: Event) {
+        let n = match &ev {
+            Event::Post { data, .. } | Event::Request { data, .. } => data.len(),
+            Event::StreamStart { data, .. } => data.len(),
+            Event::Posts { msgs, .. } => msgs.iter().map(Vec::len).sum(),
+            Event::StreamMsg { len, .. } => *len,
+            Event::Response(_) | Event::Closed => 0,
+        };
+        let mut q = self.state.lock();
+        q.bytes += n + 64; // an event costs something even without data
+        q.events.push(ev);
+    }
+
+    /// On the reader thread, after a read: while the loop has more than
+    /// `limit` bytes to take, waits (in slices, to see `closed()`).
+    pub fn wait_taken(&self, closed: &dyn Fn() -> bool) {
+        let mut q = self.state.lock();
+        while q.bytes > self.limit && !closed() {
+            let slice = std::time::Instant::now() + crate::protocol::WAKE_EVERY;
+            self.taken.wait_until(&mut q, slice);
+        }
+    }
+
+    /// Rings the loop if something waits that it was not told about.
+    pub fn ring(&self) {
+        let ring = {
+            let mut q = self.state.lock();
+            let ring = !q.events.is_empty() && !q.told;
+            q.told |= ring;
+            ring
+        };
+        if ring {
+            let one: u64 = 1;
+            // SAFETY: writes 8 bytes from a live u64 to our eventfd. It
+            // cannot block (EFD_NONBLOCK) and only fails when the counter
+            // is saturated, when the loop is awake anyway.
+            unsafe { libc::write(self.efd, (&one as *const u64).cast(), 8) };
+        }
+    }
+
+    /// Everything queued so far; the next event rings again.
+    pub fn take(&self) -> Vec<Event> {
+        let mut buf = 0u64;
+        // SAFETY: reads 8 bytes into a live u64 (clears the counter).
+        unsafe { libc::read(self.efd, (&mut buf as *mut u64).cast(), 8) };
+        let mut q = self.state.lock();
+        q.told = false;
+        q.bytes = 0;
+        self.taken.notify_all();
+        std::mem::take(&mut q.events)
+    }
+}
+
+impl Drop for AioQueue {
+    fn drop(&mut self) {
+        // SAFETY: our fd, closed once. The loop stopped watching it at the
+        // Closed event (the reader callback holds the transport until then).
+        unsafe { libc::close(self.efd) };
+    }
+}
+
+impl SlotWaker for AioQueue {
+    fn wake(&self, opaque: u64) {
+        self.push(Event::Response(opaque));
+    }
+}
+
+/// How a RESPONSE becomes the future's result.
+pub enum Reply {
+    /// A `BinMessage`, or `response_type.decode(data)`.
+    User(Option<Py<PyAny>>),
+    Ping,
+    Whoami,
+}
+
+/// An asyncio request waiting for its RESPONSE.
+pub struct Waiting {
+    pub slot: Arc<Slot>,
+    pub future: Py<PyAny>,
+    pub reply: Reply,
+    pub deadline: Option<(Instant, Duration)>,
+}
+
+/// The loop's own state: touched only on its thread, with the GIL.
+#[derive(Default)]
+pub struct LoopSide {
+    pub waiting: HashMap<u64, Waiting>,
+    /// The timer that expires requests: when it fires, and its handle.
+    pub timer: Option<(Instant, Py<PyAny>)>,
+}
+
+/// The transport's asyncio half: its queue and what the loop keeps.
+pub struct Aio {
+    pub queue: Arc<AioQueue>,
+    /// The loop it is bound to (the first it was used on), set once.
+    pub bound: PyOnceLock<Py<PyAny>>,
+    /// `gofast.aio.Transport._closed_here`-like hook run on `Closed`.
+    pub on_closed: PyOnceLock<Py<PyAny>>,
+    pub side: Mutex<LoopSide>,
+}
+
+impl Aio {
+    pub fn new(queue: Arc<AioQueue>) -> Self {
+        Aio {
+            queue,
+            bound: PyOnceLock::new(),
+            on_closed: PyOnceLock::new(),
+            side: Mutex::new(LoopSide::default()),
+        }
+    }
+}
+
+/// A pre-completed awaitable: what `await t.post(msg)` gets when the
+/// message was queued at once (no coroutine, no allocation).
+#[pyclass(frozen, module = "gofast._native", name = "Ready")]
+pub struct Ready;
+
+#[pymethods]
+impl Ready {
+    fn __await__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __iter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __next__(&self) -> Option<()> {
+        None
+    }
+}
+
+static READY: PyOnceLock<Py<Ready>> = PyOnceLock::new();
+
+pub fn ready(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    let r = READY.get_or_try_init(py, || Py::new(py, Ready))?;
+    Ok(r.clone_ref(py).into_any())
+}
+
+static DRIVE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+
+/// `gofast.aio._drive`: the Python helpers (tasks, waiting for room).
+pub fn drive(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
+    Ok(DRIVE
+        .get_or_try_init(py, || py.import("gofast.aio._drive").map(Bound::unbind))?
+        .bind(py))
+}
+
+static RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// The running loop of this thread, or None (`asyncio._get_running_loop`,
+/// which is cheap: it reads a thread-local).
+pub fn running_loop(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    let f = RUNNING_LOOP.get_or_try_init(py, || {
+        py.import("asyncio")?
+            .getattr("_get_running_loop")
+            .map(Bound::unbind)
+    })?;
+    f.bind(py).call0()
+}
+
+static COROUTINE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// Whether `obj` is a coroutine (an `async def` handler's call).
+pub fn is_coroutine(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let t = COROUTINE.get_or_try_init(py, || {
+        py.import("types")?
+            .getattr("CoroutineType")
+            .map(Bound::unbind)
+    })?;
+    obj.is_instance(t.bind(py))
+}
