@@ -478,6 +478,9 @@ impl Outbox {
                 // Not under the lock: a waiter woken now would only block
                 // on it (sync.rs's condvar wakes, it does not requeue).
                 MutexGuard::unlocked(&mut g, || self.room_cv.notify_all());
+                if g.writing {
+                    break; // another sender took over meanwhile: one at a time
+                }
             }
             if !g.due || g.buf.is_empty() {
                 break;
