@@ -36,8 +36,9 @@ from types import TracebackType
 from typing import Any, Self
 
 from . import _native  # noqa: F401  (Handler names "_native.Stream": pdoc resolves it here)
+from ._subscriptions import Subscriptions
 from .errors import ConnectionClosed, UsageError
-from .message import BinMessage, _check_id
+from .message import BinMessage
 from .tls import TLS
 from .transport import (
     DEFAULT_VERSION,
@@ -189,9 +190,7 @@ class Server:
         self._on_connect = on_connect
         self._on_disconnect = on_disconnect
         self._sweep_interval = sweep_interval
-        self._subs: list[tuple[int, Handler]] = []
-        self._batch_subs: list[tuple[int, Callable[[list[BinMessage]], object]]] = []
-        self._default: Handler | None = None
+        self._subscriptions: Subscriptions[Handler] = Subscriptions()
         self._lock = threading.Lock()
         # accepted, not yet admitted (its handshake, or just after it: the
         # peer's first requests may already be handled)
@@ -209,30 +208,21 @@ class Server:
 
     # ---- handlers (before start) -------------------------------------------
 
-    def _check_not_started(self) -> None:
-        if self._started:
-            raise UsageError("subscribe handlers before the server starts")
-
     def subscribe(self, message_type: type[Any] | int, handler: Handler) -> Self:
         """Like :meth:`Transport.subscribe`, for every connection."""
-        self._check_not_started()
-        msg_id = message_type if isinstance(message_type, int) else message_type.ID
-        self._subs.append((_check_id(msg_id), handler))
+        self._subscriptions.add(message_type, handler)
         return self
 
     def subscribe_batch(
         self, message_type: type[Any] | int, handler: Callable[[list[BinMessage]], object]
     ) -> Self:
         """Like :meth:`Transport.subscribe_batch`, for every connection."""
-        self._check_not_started()
-        msg_id = message_type if isinstance(message_type, int) else message_type.ID
-        self._batch_subs.append((_check_id(msg_id), handler))
+        self._subscriptions.add_batch(message_type, handler)
         return self
 
     def default_handler(self, handler: Handler | None) -> Self:
         """Like :meth:`Transport.default_handler`, for every connection."""
-        self._check_not_started()
-        self._default = handler
+        self._subscriptions.set_default(handler)
         return self
 
     # ---- state ----------------------------------------------------------------
@@ -273,6 +263,7 @@ class Server:
             if self._started:
                 raise UsageError("the server was already started")
             self._started = True
+            self._subscriptions.frozen = True
             for target, what in ((self._accept_loop, "accept"), (self._sweep_loop, "sweep")):
                 th = threading.Thread(target=target, name=f"gofast-{self.name}-{what}", daemon=True)
                 th.start()
@@ -379,12 +370,7 @@ class Server:
         with self._lock:
             conn = self._pending[t]
         try:
-            for msg_id, handler in self._subs:
-                t.subscribe(msg_id, _counting(handler, conn.requests))
-            for msg_id, batch in self._batch_subs:
-                t.subscribe_batch(msg_id, batch)
-            if self._default is not None:
-                t.default_handler(_counting(self._default, conn.requests))
+            self._subscriptions.apply(t, lambda h: _counting(h, conn.requests))
             t.handshake(self._handshake_timeout)
         except Exception as e:  # Timeout, ConnectionClosed, ProtocolError...
             t.close()

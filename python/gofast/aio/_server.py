@@ -25,8 +25,9 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self
 
+from .._subscriptions import Subscriptions
 from ..errors import ConnectionClosed, UsageError
-from ..message import BinMessage, _check_id
+from ..message import BinMessage
 from ..server import SERVER_STAT_NAMES
 from ..tls import TLS
 from ..transport import DEFAULT_VERSION, HANDSHAKE_TIMEOUT, Address
@@ -139,9 +140,7 @@ class Server:
         self._handshake_timeout = handshake_timeout
         self._on_connect = on_connect
         self._on_disconnect = on_disconnect
-        self._subs: list[tuple[int, Handler]] = []
-        self._batch_subs: list[tuple[int, Callable[[list[BinMessage]], object]]] = []
-        self._default: Handler | None = None
+        self._subscriptions: Subscriptions[Handler] = Subscriptions()
         self._pending: dict[Transport, _Conn] = {}
         self._live: dict[Transport, _Conn] = {}
         self._retired: dict[str, int] = {}
@@ -155,30 +154,21 @@ class Server:
 
     # ---- handlers (before start) ---------------------------------------------
 
-    def _check_not_started(self) -> None:
-        if self._started:
-            raise UsageError("subscribe handlers before start()")
-
     def subscribe(self, message_type: type[Any] | int, handler: Handler) -> Self:
         """Routes ``message_type`` on every connection to ``handler``."""
-        self._check_not_started()
-        msg_id = message_type if isinstance(message_type, int) else message_type.ID
-        self._subs.append((_check_id(msg_id), handler))
+        self._subscriptions.add(message_type, handler)
         return self
 
     def subscribe_batch(
         self, message_type: type[Any] | int, handler: Callable[[list[BinMessage]], object]
     ) -> Self:
         """Routes POSTs of ``message_type`` to a batch handler on every connection."""
-        self._check_not_started()
-        msg_id = message_type if isinstance(message_type, int) else message_type.ID
-        self._batch_subs.append((_check_id(msg_id), handler))
+        self._subscriptions.add_batch(message_type, handler)
         return self
 
     def default_handler(self, handler: Handler | None) -> Self:
         """Handles every message id without a subscribed handler."""
-        self._check_not_started()
-        self._default = handler
+        self._subscriptions.set_default(handler)
         return self
 
     # ---- state ---------------------------------------------------------------------
@@ -221,6 +211,7 @@ class Server:
         if self._started:
             raise UsageError("the server was already started")
         self._started = True
+        self._subscriptions.frozen = True
         self._stopped = asyncio.Event()
         self._spawn(self._accept_loop())
         return self
@@ -289,12 +280,7 @@ class Server:
 
     async def _serve(self, t: Transport, conn: _Conn) -> None:
         try:
-            for msg_id, handler in self._subs:
-                t.subscribe(msg_id, _counting(handler, conn))
-            for msg_id, batch in self._batch_subs:
-                t.subscribe_batch(msg_id, batch)
-            if self._default is not None:
-                t.default_handler(_counting(self._default, conn))
+            self._subscriptions.apply(t, lambda h: _counting(h, conn))
             await t.handshake(self._handshake_timeout)
         except Exception as e:  # Timeout, ConnectionClosed, ProtocolError...
             del self._pending[t]
