@@ -152,6 +152,14 @@ impl FrameSink for Outbox {
         Outbox::corked(self, quick, run)
     }
 
+    fn deferred(&self, run: &mut dyn FnMut()) -> bool {
+        Outbox::deferred(self, run).1
+    }
+
+    fn flush_deferred(&self) {
+        Outbox::flush_deferred(self)
+    }
+
     fn set_encodings(&self, encodings: Vec<crate::codec::Encoding>) {
         Outbox::set_encodings(self, encodings)
     }

@@ -68,6 +68,9 @@ pub enum Urgency {
 thread_local! {
     /// The outbox whose reader thread this is, while it dispatches a batch.
     static CORKED: Cell<usize> = const { Cell::new(0) };
+    /// The outbox whose event loop's sends this thread is making
+    /// (`Outbox::deferred`).
+    static DEFERRING: Cell<usize> = const { Cell::new(0) };
     /// Set on every reader thread: it must never block on backpressure.
     static NEVER_BLOCK: Cell<bool> = const { Cell::new(false) };
 }
@@ -105,6 +108,11 @@ struct State {
     /// write what is due when it ends: a REQUEST queued meanwhile rides
     /// along in that write instead of costing its own system call.
     reader_flushes_soon: bool,
+    /// An event loop's pass has sent (`deferred`) and its call of
+    /// `flush_deferred` is due: the pass's later frames wait for it.
+    loop_flush: bool,
+    /// `deferred` must have that call scheduled.
+    loop_flush_asked: bool,
 }
 
 /// `state` is a leaf lock, taken with or without the GIL: see "Locks and
@@ -152,6 +160,8 @@ impl Outbox {
                 heartbeat: None,
                 post_opaque,
                 reader_flushes_soon: false,
+                loop_flush: false,
+                loop_flush_asked: false,
                 sock: Some(sock),
                 held: tls,
                 kicked: false,
@@ -209,6 +219,13 @@ impl Outbox {
             return Err(Error::Closed(why.clone()));
         }
         if g.buf.len() >= self.max_pending && !NEVER_BLOCK.get() {
+            // The caller waits for room: what is queued must be going out,
+            // deferred or batched frames included.
+            if !g.due {
+                g.due = true;
+                drop(g);
+                self.writer_cv.notify_one();
+            }
             return Ok(false);
         }
         let was_empty = g.buf.is_empty();
@@ -221,6 +238,17 @@ impl Outbox {
         }
         if self.is_corked_here() {
             return Ok(true); // the reader flushes once after its batch
+        }
+        if DEFERRING.get() == self as *const Outbox as usize {
+            if g.loop_flush {
+                return Ok(true); // the pass's flush takes it
+            }
+            g.loop_flush = true;
+            g.loop_flush_asked = true;
+            if g.due && !g.writing {
+                drop(self.write_out(g, false));
+            }
+            return Ok(true);
         }
         if g.due && !g.writing {
             if urgency == Urgency::Direct && g.reader_flushes_soon {
@@ -290,6 +318,38 @@ impl Outbox {
             self.writer_cv.notify_one();
         }
         r
+    }
+
+    /// Runs `f` (an event loop's sends). The first frame of a loop pass
+    /// goes out as usual, written by this thread (no wait for the writer
+    /// thread: a request's round trip starts now); later ones are queued
+    /// but neither written nor handed to the writer thread until the loop
+    /// calls `flush_deferred` at the pass's end, so a pass's posts,
+    /// requests and replies share one system call. Returns whether the
+    /// caller must schedule that call (the pass has none scheduled yet).
+    pub fn deferred<R>(&self, f: impl FnOnce() -> R) -> (R, bool) {
+        let me = self as *const Outbox as usize;
+        let outer = DEFERRING.replace(me);
+        let r = f();
+        DEFERRING.set(outer);
+        if outer == me || self.is_corked_here() {
+            return (r, false); // the enclosing deferral or batch ends it
+        }
+        let mut g = self.state.lock();
+        (r, std::mem::take(&mut g.loop_flush_asked))
+    }
+
+    /// The loop's pass is over: writes what `deferred` queued, as the end
+    /// of a corked batch does.
+    pub fn flush_deferred(&self) {
+        let mut g = self.state.lock();
+        g.loop_flush = false;
+        if g.due && !g.writing && !g.buf.is_empty() {
+            drop(self.write_out(g, false));
+        } else if !g.buf.is_empty() {
+            drop(g);
+            self.writer_cv.notify_one();
+        }
     }
 
     /// Whether this thread is the reader dispatching a batch for this outbox.
@@ -662,6 +722,71 @@ mod tests {
             assert_eq!(outbox.stats.n_flushes.load(Relaxed), 1);
         });
         read_exactly(&mut peer, frame_len());
+    }
+
+    #[test]
+    fn a_loop_pass_writes_its_first_frame_at_once_and_the_rest_together() {
+        let (outbox, mut peer) = outbox();
+        let ((), schedule) = outbox.deferred(|| {
+            outbox.push(request(7), Urgency::Flush).unwrap();
+        });
+        assert!(schedule, "the pass's flush must be scheduled");
+        read_exactly(&mut peer, frame_len());
+        assert_eq!(outbox.stats.n_flushes.load(Relaxed), 1);
+        for opaque in 8..11 {
+            let ((), schedule) = outbox.deferred(|| {
+                outbox.push(request(opaque), Urgency::Direct).unwrap();
+            });
+            assert!(!schedule, "one flush per pass");
+        }
+        assert_eq!(outbox.stats.n_flushes.load(Relaxed), 1, "held for the pass");
+        outbox.flush_deferred();
+        read_exactly(&mut peer, 3 * frame_len());
+        assert_eq!(
+            outbox.stats.n_flushes.load(Relaxed),
+            2,
+            "one write for three"
+        );
+        // The next pass starts over.
+        let ((), schedule) = outbox.deferred(|| {
+            outbox.push(request(11), Urgency::Direct).unwrap();
+        });
+        assert!(schedule);
+        read_exactly(&mut peer, frame_len());
+    }
+
+    #[test]
+    fn a_deferral_inside_a_corked_batch_is_written_by_the_batch() {
+        let (outbox, mut peer) = outbox();
+        outbox.corked(false, || {
+            let ((), schedule) = outbox.deferred(|| {
+                outbox.push(request(7), Urgency::Direct).unwrap();
+            });
+            assert!(!schedule, "the batch's end writes it");
+            assert_eq!(outbox.stats.n_flushes.load(Relaxed), 0);
+        });
+        read_exactly(&mut peer, frame_len());
+        assert_eq!(outbox.stats.n_flushes.load(Relaxed), 1);
+    }
+
+    #[test]
+    fn a_full_queue_makes_deferred_frames_due() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let ours = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (_theirs, _) = listener.accept().unwrap();
+        let link = Arc::new(Link::plain(crate::io::Socket::Tcp(ours)));
+        // Batched frames (not due) and room for one: the second push
+        // finds the queue full.
+        let outbox = Outbox::new(link, Arc::new(Stats::default()), 100, 1, None, 1, 1);
+        let queued = outbox.deferred(|| outbox.push(request(7), Urgency::Batch).unwrap());
+        assert_eq!(queued, (true, true));
+        assert!(!outbox.state.lock().due);
+        let (room, _) = outbox.deferred(|| outbox.push(request(8), Urgency::Batch).unwrap());
+        assert!(!room, "the queue is full");
+        assert!(
+            outbox.state.lock().due,
+            "a waiter for room needs the queue going out"
+        );
     }
 
     /// Callers' own writes that the full socket cuts short hand the rest

@@ -47,6 +47,11 @@ async def test_handlers_apply_to_every_connection(link: str) -> None:
         for i, c in enumerate(clients):
             assert (await c.request(BinMessage(ECHO_ID, b"%d" % i))).data == b"%d" % i
             assert (await c.request(BinMessage(SLOW_ID, b"ab"))).data == b"ba"
+        # The server lists a connection once its own side of the handshake
+        # is through, which may come just after the client's first replies.
+        async with asyncio.timeout(10):
+            while len(server.connections) < 5:
+                await asyncio.sleep(0.001)
         assert len(server.connections) == 5
         with pytest.raises(gofast.UsageError):
             server.subscribe(ECHO_ID + 5, echo)

@@ -61,6 +61,14 @@ pub trait FrameSink: Send + Sync {
     /// Runs `run` (the dispatch of one batch of received frames); frames it
     /// pushes go out together at its end. `quick`: it runs no handler.
     fn corked(&self, quick: bool, run: &mut dyn FnMut());
+    /// Runs `run` (an event loop's sends); its frames wait for
+    /// `flush_deferred`. True: the caller must schedule that call.
+    fn deferred(&self, run: &mut dyn FnMut()) -> bool {
+        run();
+        false
+    }
+    /// Sends what `deferred` held back.
+    fn flush_deferred(&self) {}
     /// The encodings to compress with from now on (the peer's tags).
     fn set_encodings(&self, encodings: Vec<Encoding>);
     /// Blocks until the queue has room, the sink closes, or `until`.
@@ -127,6 +135,12 @@ pub trait Handler: Send + Sync + Sized + 'static {
     /// Whether requesters may read their own RESPONSEs off the socket
     /// (`Core::wait_response`): not when none of them blocks for one.
     fn requesters_read(&self) -> bool {
+        true
+    }
+    /// Whether the reader may poll a quiet socket for the next REQUESTs
+    /// (`IdleSpin`): not when another thread (an event loop) answers them,
+    /// which the polling would keep off the core.
+    fn reader_polls(&self) -> bool {
         true
     }
     /// Runs a driver's reader thread's whole life (the Python handler keeps
@@ -220,6 +234,31 @@ impl<H: Handler> Session<H> {
 
     pub fn handler(&self) -> &H {
         &self.handler
+    }
+
+    /// Runs `f` with the frames it sends held back until `flush_deferred`
+    /// (an event loop sends them once per pass). Returns what `f` returned
+    /// and whether the caller must schedule that flush.
+    pub fn deferred<R>(&self, f: impl FnOnce() -> R) -> (R, bool) {
+        let mut f = Some(f);
+        let mut out = None;
+        let schedule = self.sink.deferred(&mut || out = f.take().map(|f| f()));
+        // Every sink runs `run` exactly once.
+        (out.expect("FrameSink::deferred runs its closure"), schedule)
+    }
+
+    /// Runs `f` with the frames it sends written together at its end (an
+    /// event loop's batch of handlers).
+    pub fn corked<R>(&self, f: impl FnOnce() -> R) -> R {
+        let mut f = Some(f);
+        let mut out = None;
+        self.sink.corked(false, &mut || out = f.take().map(|f| f()));
+        // Every sink runs `run` exactly once.
+        out.expect("FrameSink::corked runs its closure")
+    }
+
+    pub fn flush_deferred(&self) {
+        self.sink.flush_deferred()
     }
 
     pub fn is_closed(&self) -> bool {

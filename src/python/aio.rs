@@ -19,15 +19,19 @@
 
 use std::collections::HashMap;
 use std::os::fd::RawFd;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use crate::sync::{Condvar, Mutex};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 
+use super::handler::PyHandler;
 use super::stream::StreamSink;
 use crate::exchange::{Slot, SlotWaker};
+use crate::protocol::Session;
 
 /// One thing for the loop to do, in the order the reader found it.
 pub enum Event {
@@ -81,6 +85,78 @@ pub struct AioQueue {
     limit: usize,
     state: Mutex<Queue>,
     taken: Condvar,
+    /// The bound loop's thread (`pthread_self`), 0 until bound.
+    thread: AtomicUsize,
+    /// How the loop's sends get their one write per loop pass.
+    loop_flush: PyOnceLock<LoopFlush>,
+}
+
+/// `loop.call_soon`, which writes each pass's deferred frames.
+struct LoopFlush {
+    call_soon: Py<PyAny>,
+    session: Weak<Session<PyHandler>>,
+}
+
+/// Writes the frames a loop pass deferred (see `send_on_loop`): one per
+/// pass, called by the loop, or dropped uncalled when the loop closes
+/// first, which writes them all the same (nothing waits for a pass that
+/// never ends). Holds the session weakly: the session holds the queue
+/// that holds the scheduler.
+#[pyclass(frozen, module = "gofast._native", name = "AioFlush")]
+pub struct AioFlush {
+    session: Weak<Session<PyHandler>>,
+    called: AtomicBool,
+}
+
+impl AioFlush {
+    fn flush(&self) {
+        if !self.called.swap(true, Ordering::AcqRel) {
+            if let Some(session) = self.session.upgrade() {
+                session.flush_deferred();
+            }
+        }
+    }
+}
+
+#[pymethods]
+impl AioFlush {
+    fn __call__(&self) {
+        self.flush();
+    }
+}
+
+impl Drop for AioFlush {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+fn this_thread() -> usize {
+    // SAFETY: pthread_self has no preconditions (it reads a register).
+    unsafe { libc::pthread_self() as usize }
+}
+
+/// Runs `f`, a send, with its frames held for the one write of the loop's
+/// pass when it runs on the bound loop's thread (elsewhere it sends as the
+/// sync API does). The first deferred send of a pass schedules the write
+/// with `loop.call_soon`, so a pass's posts, requests and replies share one
+/// system call instead of waking the writer thread each.
+pub fn send_on_loop<R>(
+    py: Python<'_>,
+    session: &Arc<Session<PyHandler>>,
+    f: impl FnOnce() -> R,
+) -> R {
+    let Some(q) = session.handler().aio_queue() else {
+        return f();
+    };
+    if !q.on_loop_thread() {
+        return f();
+    }
+    let (r, schedule) = session.deferred(f);
+    if schedule {
+        q.schedule_flush(py, session);
+    }
+    r
 }
 
 impl AioQueue {
@@ -95,7 +171,47 @@ impl AioQueue {
             limit: limit.max(1),
             state: Mutex::new(Queue::default()),
             taken: Condvar::new(),
+            thread: AtomicUsize::new(0),
+            loop_flush: PyOnceLock::new(),
         }))
+    }
+
+    /// Binds the loop running on this thread: its `call_soon` writes the
+    /// passes' deferred frames.
+    pub fn bind_loop(
+        &self,
+        py: Python<'_>,
+        event_loop: &Bound<'_, PyAny>,
+        session: &Arc<Session<PyHandler>>,
+    ) -> PyResult<()> {
+        if self.loop_flush.get(py).is_none() {
+            let call_soon = event_loop.getattr(intern!(py, "call_soon"))?.unbind();
+            let session = Arc::downgrade(session);
+            let _ = self.loop_flush.set(py, LoopFlush { call_soon, session });
+        }
+        if running_loop(py)?.is(event_loop) {
+            self.thread.store(this_thread(), Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// Whether the caller runs on the bound loop's thread (where only that
+    /// loop can be running, while it runs).
+    pub fn on_loop_thread(&self) -> bool {
+        self.thread.load(Ordering::Acquire) == this_thread()
+    }
+
+    fn schedule_flush(&self, py: Python<'_>, session: &Session<PyHandler>) {
+        let scheduled = self.loop_flush.get(py).is_some_and(|lf| {
+            let once = AioFlush {
+                session: lf.session.clone(),
+                called: AtomicBool::new(false),
+            };
+            Py::new(py, once).is_ok_and(|f| lf.call_soon.call1(py, (f,)).is_ok())
+        });
+        if !scheduled {
+            session.flush_deferred(); // no loop to do it (closed): now
+        }
     }
 
     pub fn fd(&self) -> RawFd {

@@ -10,6 +10,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 
 use super::aio::{self, Aio, Event, Reply, Waiting};
+use super::aio_inbox::AioInbox;
 use super::errors::{ConnectionClosed, UsageError};
 use super::handler::{report, tell_peer, PyHandler};
 use super::message::{lendable, message_parts, BinMessage};
@@ -35,6 +36,12 @@ impl PyTransport {
     /// The loop this transport is bound to, if the running one is it.
     pub(super) fn aio_check<'py>(&self, py: Python<'py>) -> PyResult<&Aio> {
         let aio = self.aio()?;
+        if aio.queue.on_loop_thread() {
+            // Only the bound loop can be running on its thread: no need to
+            // ask asyncio (`_get_running_loop` makes a getpid() system call
+            // on Python 3.11, a fifth of an awaited post).
+            return Ok(aio);
+        }
         let running = aio::running_loop(py)?;
         match aio.bound.get(py) {
             Some(l) if l.bind(py).is(&running) => Ok(aio),
@@ -68,7 +75,8 @@ impl PyTransport {
             ));
         }
         let _ = aio.on_closed.set(py, on_closed);
-        Ok(())
+        aio.queue
+            .bind_loop(py, event_loop.bind(py), self.inner.session())
     }
 
     /// Queues a REQUEST whose RESPONSE resolves `future`: its opaque, or
@@ -92,7 +100,9 @@ impl PyTransport {
         }
         let timeout = me.timeout(timeout)?;
         let waker: Arc<dyn SlotWaker> = aio.queue.clone();
-        let Some(p) = core.session().try_request(id, data, true, &waker)? else {
+        let session = core.session();
+        let sent = aio::send_on_loop(py, session, || session.try_request(id, data, true, &waker));
+        let Some(p) = sent? else {
             return Ok(None);
         };
         let deadline = timeout.map(|t| (Instant::now() + t, t));
@@ -212,25 +222,30 @@ impl PyTransport {
         let aio = me.aio()?;
         let events = aio.queue.take();
         let session = me.inner.session();
-        for ev in events {
-            match ev {
-                Event::Post { id, data } => on_post(slf, session, id, &data)?,
-                Event::Posts { id, msgs } => on_posts(slf, session, id, msgs)?,
-                Event::Request { opaque, id, data } => on_request(slf, session, opaque, id, &data)?,
-                Event::StreamStart {
-                    opaque,
-                    id,
-                    data,
-                    sink,
-                } => on_stream_start(slf, session, opaque, id, &data, &sink)?,
-                Event::StreamMsg { sink, msg, len } => {
-                    on_stream_msg(slf, session, &sink, msg, len)?
+        // What the handlers send goes out in one write after the batch.
+        session.corked(|| -> PyResult<()> {
+            for ev in events {
+                match ev {
+                    Event::Post { id, data } => on_post(slf, session, id, &data)?,
+                    Event::Posts { id, msgs } => on_posts(slf, session, id, msgs)?,
+                    Event::Request { opaque, id, data } => {
+                        on_request(slf, session, opaque, id, &data)?
+                    }
+                    Event::StreamStart {
+                        opaque,
+                        id,
+                        data,
+                        sink,
+                    } => on_stream_start(slf, session, opaque, id, &data, &sink)?,
+                    Event::StreamMsg { sink, msg, len } => {
+                        on_stream_msg(slf, session, &sink, msg, len)?
+                    }
+                    Event::Response(opaque) => me.on_response(py, aio, opaque)?,
+                    Event::Closed => me.on_closed(py, aio)?,
                 }
-                Event::Response(opaque) => me.on_response(py, aio, opaque)?,
-                Event::Closed => me.on_closed(py, aio)?,
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     fn on_response(&self, py: Python<'_>, aio: &Aio, opaque: u64) -> PyResult<()> {
@@ -303,7 +318,7 @@ impl PyTransport {
         let py = slf.py();
         let me = slf.get();
         me.aio_check(py)?;
-        if me.try_post(msg, flush)? {
+        if me.try_post(py, msg, flush)? {
             return aio::ready(py);
         }
         Ok(aio::drive(py)?
@@ -311,10 +326,18 @@ impl PyTransport {
             .unbind())
     }
 
-    pub(super) fn try_post(&self, msg: &Bound<'_, PyAny>, flush: bool) -> PyResult<bool> {
+    pub(super) fn try_post(
+        &self,
+        py: Python<'_>,
+        msg: &Bound<'_, PyAny>,
+        flush: bool,
+    ) -> PyResult<bool> {
         let core = self.core()?;
         let (id, data) = message_parts(msg)?;
-        Ok(core.post(id, lendable(&data), flush)?)
+        let data = lendable(&data);
+        Ok(aio::send_on_loop(py, core.session(), || {
+            core.post(id, data, flush)
+        })?)
     }
 
     /// Opens a stream whose messages go to `callback` (called on the loop);
@@ -330,7 +353,10 @@ impl PyTransport {
         let core = self.core()?;
         let (id, data) = message_parts(msg)?;
         let sink = StreamSink::with_callback(callback);
-        let opened = core.open_stream(id, lendable(&data), sink.clone(), flush)?;
+        let data = lendable(&data);
+        let opened = aio::send_on_loop(py, core.session(), || {
+            core.open_stream(id, data, sink.clone(), flush)
+        })?;
         Ok(opened.map(|o| PyStream::for_stream(core.session().clone(), o, Origin::Local, sink)))
     }
 
@@ -359,9 +385,11 @@ impl PyTransport {
             None => Ok(result),
         };
         let stream = stream.clone().unbind();
-        session
-            .handler()
-            .finish_request(py, session, &stream, id, outcome);
+        aio::send_on_loop(py, session, || {
+            session
+                .handler()
+                .finish_request(py, session, &stream, id, outcome)
+        });
         Ok(())
     }
 
@@ -558,12 +586,17 @@ fn on_stream_msg(
         }
         return Ok(());
     };
-    let called = match &msg {
-        Some((id, data)) => {
-            let m = BinMessage::from_wire(py, &wire(*id, data))?;
-            cb.call1(py, (m,))
-        }
-        None => cb.call1(py, (py.None(),)),
+    let msg = match &msg {
+        Some((id, data)) => Some(BinMessage::from_wire(py, &wire(*id, data))?.into_any()),
+        None => None,
+    };
+    let called = match cb.bind(py).cast::<AioInbox>() {
+        // A stream read with `async for`/`recv()`: no Python call.
+        Ok(inbox) => inbox
+            .get()
+            .deliver(py, msg)
+            .map(|r| r.unwrap_or_else(|| py.None())),
+        Err(_) => cb.call1(py, (msg.unwrap_or_else(|| py.None()),)),
     };
     match called {
         Ok(r) if !r.is_none(py) && aio::is_coroutine(py, r.bind(py))? => {

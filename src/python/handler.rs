@@ -50,6 +50,10 @@ impl PyHandler {
         self.aio.get().is_some()
     }
 
+    pub fn aio_queue(&self) -> Option<&Arc<AioQueue>> {
+        self.aio.get()
+    }
+
     fn has_handler(&self, id: u64) -> bool {
         self.handlers.lock().contains_key(&id) || self.default.lock().is_some()
     }
@@ -203,6 +207,10 @@ impl Handler for PyHandler {
     }
 
     fn requesters_read(&self) -> bool {
+        !self.is_aio()
+    }
+
+    fn reader_polls(&self) -> bool {
         !self.is_aio()
     }
 

@@ -2,6 +2,7 @@
 //! is the public face; `_native.pyi` spells out these types.
 
 mod aio;
+mod aio_inbox;
 mod aio_transport;
 mod errors;
 mod handler;
@@ -149,6 +150,9 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<stream::PyStream>()?;
     m.add_class::<message::BinMessage>()?;
     m.add_class::<aio::Ready>()?;
+    m.add_class::<aio_inbox::AioInbox>()?;
+    m.add_class::<aio_inbox::AioMessages>()?;
+    m.add_class::<aio_inbox::ReadyValue>()?;
     m.add_function(wrap_pyfunction!(stats, m)?)?;
     m.add_function(wrap_pyfunction!(transport_names, m)?)?;
     m.add_function(wrap_pyfunction!(default_settings, m)?)?;

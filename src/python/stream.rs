@@ -7,6 +7,7 @@ use std::sync::{Arc, OnceLock};
 use pyo3::intern;
 use pyo3::prelude::*;
 
+use super::aio::send_on_loop;
 use super::errors::{ConnectionClosed, RemoteError, Timeout, UsageError};
 use super::handler::PyHandler;
 use super::message::{lendable, message_parts};
@@ -114,7 +115,7 @@ impl PyStream {
         self.responded.load(Ordering::Acquire)
     }
 
-    fn cut_error(&self) -> Option<PyErr> {
+    pub(super) fn cut_error(&self) -> Option<PyErr> {
         let sink = self.sink.as_ref()?;
         if let Some((t, m)) = sink.remote_error.get() {
             return Some(RemoteError::new_err((t.clone(), m.clone())));
@@ -124,6 +125,14 @@ impl PyStream {
             "stream {} was cut: connection closed: {why}",
             self.opaque
         )))
+    }
+
+    /// Closes this side of a stream, as `close()`, for a drop (errors are
+    /// a closed connection: nothing left to close).
+    pub(super) fn close_quietly(&self) {
+        if let (Role::Stream(origin), Ok(session)) = (self.role, self.session()) {
+            let _ = session.stream_close(self.opaque, origin);
+        }
     }
 
     pub fn with_inbox(mut self, inbox: Py<PyAny>) -> Self {
@@ -205,7 +214,7 @@ impl PyStream {
         if session.handler().is_aio() {
             // On an event loop: never wait here. A full queue hands the
             // reply to a task that waits for room without blocking the loop.
-            if session.respond(me.opaque, id, data, flush)? {
+            if send_on_loop(py, session, || session.respond(me.opaque, id, data, flush))? {
                 return Ok(());
             }
             super::aio::drive(py)?.call_method1("respond_later", (slf, msg, flush))?;
@@ -219,10 +228,13 @@ impl PyStream {
     /// Queues the reply of `respond()` once there is room: False while the
     /// send queue is full (for `gofast.aio`, which waits without blocking).
     #[pyo3(signature = (msg, flush = true))]
-    fn _try_respond(&self, msg: &Bound<'_, PyAny>, flush: bool) -> PyResult<bool> {
+    fn _try_respond(&self, py: Python<'_>, msg: &Bound<'_, PyAny>, flush: bool) -> PyResult<bool> {
         let (id, data) = message_parts(msg)?;
         let session = self.session()?;
-        Ok(session.respond(self.opaque, id, lendable(&data), flush)?)
+        let data = lendable(&data);
+        Ok(send_on_loop(py, session, || {
+            session.respond(self.opaque, id, data, flush)
+        })?)
     }
 
     /// Waits (without the GIL) up to `seconds` for room in the send queue.
@@ -237,28 +249,36 @@ impl PyStream {
     /// Queues a message on the stream without waiting: False while the send
     /// queue is full (for `gofast.aio`, which waits without blocking).
     #[pyo3(signature = (msg, flush = false))]
-    fn _try_send(&self, msg: &Bound<'_, PyAny>, flush: bool) -> PyResult<bool> {
+    fn _try_send(&self, py: Python<'_>, msg: &Bound<'_, PyAny>, flush: bool) -> PyResult<bool> {
         let origin = self.origin("send")?;
         let (id, data) = message_parts(msg)?;
         let session = self.session()?;
-        Ok(session.stream_send(self.opaque, origin, id, lendable(&data), flush)?)
+        let data = lendable(&data);
+        Ok(send_on_loop(py, session, || {
+            session.stream_send(self.opaque, origin, id, data, flush)
+        })?)
     }
 
     /// Ends a stream the peer opened because this side failed: tells the
     /// peer (type name, message) under `x-errors`, then closes this side.
     /// For `gofast._drive`, which runs generator stream handlers.
-    fn _fail(&self, type_name: &str, message: &str) -> PyResult<()> {
+    fn _fail(&self, py: Python<'_>, type_name: &str, message: &str) -> PyResult<()> {
         let origin = self.origin("_fail")?;
         let session = self.session()?;
-        session.send_error(Kind::StreamMsg, self.opaque, type_name, message);
-        Ok(session.stream_close(self.opaque, origin)?)
+        Ok(send_on_loop(py, session, || {
+            session.send_error(Kind::StreamMsg, self.opaque, type_name, message);
+            session.stream_close(self.opaque, origin)
+        })?)
     }
 
     /// Closes this side of the stream (sends FINISH once; later calls do
     /// nothing). The stream is over when the peer has closed its side too.
-    fn close(&self) -> PyResult<()> {
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
         let origin = self.origin("close")?;
-        Ok(self.session()?.stream_close(self.opaque, origin)?)
+        let session = self.session()?;
+        Ok(send_on_loop(py, session, || {
+            session.stream_close(self.opaque, origin)
+        })?)
     }
 
     /// The next message from the peer, or None once the peer has closed its
@@ -313,12 +333,13 @@ impl PyStream {
 
     fn __exit__(
         &self,
+        py: Python<'_>,
         _exc_type: &Bound<'_, PyAny>,
         _exc: &Bound<'_, PyAny>,
         _tb: &Bound<'_, PyAny>,
     ) -> PyResult<bool> {
         if self.role != Role::Request {
-            self.close()?;
+            self.close(py)?;
         }
         Ok(false)
     }

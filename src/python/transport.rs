@@ -528,8 +528,8 @@ impl PyTransport {
 
     /// Queues a POST without waiting: False while the send queue is full.
     #[pyo3(signature = (msg, flush = false))]
-    fn _try_post(&self, msg: &Bound<'_, PyAny>, flush: bool) -> PyResult<bool> {
-        self.try_post(msg, flush)
+    fn _try_post(&self, py: Python<'_>, msg: &Bound<'_, PyAny>, flush: bool) -> PyResult<bool> {
+        self.try_post(py, msg, flush)
     }
 
     /// Sends a REQUEST whose reply resolves `future`: its opaque, or None

@@ -129,7 +129,8 @@ impl<H: Handler> Core<H> {
                 // the next ones; one that only receives (POSTs, a stream)
                 // sleeps, leaving the core to the threads making its data.
                 let peer_requests = self.stats.n_rxreq.load(Ordering::Relaxed);
-                let answering = peer_requests != peer_requests_seen;
+                let answering =
+                    peer_requests != peer_requests_seen && self.session.handler().reader_polls();
                 peer_requests_seen = peer_requests;
                 let read = if answering {
                     read_or_sleep(rb, &sock, &mut spin, &kick)

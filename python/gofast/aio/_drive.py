@@ -115,7 +115,7 @@ def stream_start(
         return None
     if inspect.iscoroutine(returned):
         spawn(_converse(returned, stream), transport, f"stream handler for message id {msg.id}")
-        return stream._deliver
+        return stream._inbox
     if inspect.isasyncgen(returned):
         spawn(_pump_async(returned, stream), transport, "stream generator")
         return None
@@ -148,18 +148,24 @@ async def _converse(coro: Coroutine[Any, Any, Any], stream: Any) -> None:
         await _ending(stream, e)
         raise
     if callable(returned):
-        stream._forward = returned
+        stream._inbox._forward(returned)
         return
     await _ending(stream, None)
 
 
 async def _pump_async(gen: AsyncIterator[Any], stream: Any) -> None:
+    # The native send, bound once: no Python frame or await per message
+    # while the send queue has room.
+    native: _native.Stream = stream._native
+    try_send = native._try_send
     try:
         n = 0
         async for m in gen:
-            await stream.send(m)
+            if not try_send(m, False):
+                await send_later(native, m, False)
             n += 1
-            if n % FAIR_EVERY == 0:
+            if n == FAIR_EVERY:
+                n = 0
                 await asyncio.sleep(0)
     except Exception as e:
         await _ending(stream, e)
@@ -170,12 +176,16 @@ async def _pump_async(gen: AsyncIterator[Any], stream: Any) -> None:
 async def _pump(gen: Iterator[Any], stream: Any) -> None:
     """A plain generator stream handler, iterated on the loop (each step
     must be quick: it runs between the loop's other work)."""
+    native: _native.Stream = stream._native
+    try_send = native._try_send
     try:
         n = 0
         for m in gen:
-            await stream.send(m)
+            if not try_send(m, False):
+                await send_later(native, m, False)
             n += 1
-            if n % FAIR_EVERY == 0:
+            if n == FAIR_EVERY:
+                n = 0
                 await asyncio.sleep(0)
     except Exception as e:
         await _ending(stream, e)

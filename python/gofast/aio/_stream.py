@@ -4,8 +4,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import Self
 
@@ -29,35 +28,24 @@ class Stream:
     Use it as ``async with transport.stream(msg) as s:`` to close it at
     the end of the block."""
 
-    __slots__ = ("_native", "_inbox", "_waiter", "_ended", "_forward", "_opening")
+    __slots__ = ("_native", "_inbox", "_opening")
 
-    def __init__(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._native: _native.Stream | None = None
-        self._inbox: deque[BinMessage | None] = deque()
-        self._waiter: asyncio.Future[None] | None = None
-        self._ended = False
-        # Where messages go instead of the inbox (a callback the handler gave).
-        self._forward: Callable[[BinMessage | None], object] | None = None
+        # What the peer sends, put in by the drain without a Python call.
+        self._inbox = _native.AioInbox(loop)
         # Opens the stream when the send queue was full at stream().
         self._opening: Callable[[], Awaitable[None]] | None = None
 
     @classmethod
     def _remote(cls, native: _native.Stream) -> Stream:
-        s = cls()
-        s._native = native
+        s = cls(asyncio.get_running_loop())
+        s._bind(native)
         return s
 
-    # Called by the drain, on the loop, for each message and then None.
-    def _deliver(self, msg: BinMessage | None) -> object:
-        if self._forward is not None:
-            return self._forward(msg)
-        self._inbox.append(msg)
-        w = self._waiter
-        if w is not None:
-            self._waiter = None
-            if not w.done():
-                w.set_result(None)
-        return None
+    def _bind(self, native: _native.Stream) -> None:
+        self._native = native
+        self._inbox._bind(native)
 
     async def _opened(self) -> _native.Stream:
         if self._native is None and self._opening is not None:
@@ -100,43 +88,34 @@ class Stream:
         nothing arrives in time."""
         if self._native is None:
             await self._opened()
-        while not self._inbox:
-            if self._ended:
-                self._end()
-                return None
-            loop = asyncio.get_running_loop()
-            w: asyncio.Future[None] = loop.create_future()
-            self._waiter = w
-            if timeout is None:
-                await w
-            else:
-                try:
-                    async with asyncio.timeout(timeout):
-                        await w
-                except TimeoutError:
-                    from ..errors import Timeout
+        if timeout is None:
+            return await self._inbox.recv()
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._inbox.recv()
+        except TimeoutError:
+            from ..errors import Timeout
 
-                    raise Timeout(f"no stream message within {timeout}s") from None
-        msg = self._inbox.popleft()
-        if msg is None:
-            self._ended = True
-            self._end()
-            return None
-        return msg
+            raise Timeout(f"no stream message within {timeout}s") from None
 
-    def _end(self) -> None:
-        err = self.error
-        if err is not None:
-            raise err
+    def __aiter__(self) -> AsyncIterator[BinMessage]:
+        if self._native is not None:
+            return self._inbox  # native: no Python frame per message
+        return self._opening_then_all()
 
-    def __aiter__(self) -> Self:
-        return self
+    async def _opening_then_all(self) -> AsyncIterator[BinMessage]:
+        await self._opened()
+        async for m in self._inbox:
+            yield m
 
-    async def __anext__(self) -> BinMessage:
-        msg = await self.recv()
-        if msg is None:
-            raise StopAsyncIteration
-        return msg
+    def __anext__(self) -> Awaitable[BinMessage]:
+        if self._native is not None:
+            return self._inbox.__anext__()
+        return self._opened_next()
+
+    async def _opened_next(self) -> BinMessage:
+        await self._opened()
+        return await self._inbox.__anext__()
 
     async def __aenter__(self) -> Self:
         await self._opened()

@@ -198,25 +198,33 @@ class Transport:
         """Opens a STREAM with its first message: ``await send()``,
         ``await close()``, and ``async for`` over what the peer sends. When
         the send queue is full it opens on the stream's first await."""
-        s = Stream()
-        native = self._t._aio_stream(msg, s._deliver, flush)
+        s = Stream(self._loop)
+        native = self._t._aio_stream(msg, s._inbox, flush)
         if native is not None:
-            s._native = native
+            s._bind(native)
             return s
 
         async def opening() -> None:
             while s._native is None:
                 await self._room()
-                s._native = self._t._aio_stream(msg, s._deliver, flush)
+                native = self._t._aio_stream(msg, s._inbox, flush)
+                if native is not None:
+                    s._bind(native)
             s._opening = None
 
         s._opening = opening
         return s
 
-    async def messages(self, msg: Message, *, flush: bool = True) -> AsyncIterator[BinMessage]:
-        """Opens a stream and yields what the peer sends until it closes
-        its side; closes ours when the loop ends (also on break or error)."""
+    def messages(self, msg: Message, *, flush: bool = True) -> AsyncIterator[BinMessage]:
+        """Opens a stream (at once) and yields what the peer sends until it
+        closes its side; closes ours when the loop ends (also on break or
+        error, as the iterator is let go)."""
         s = self.stream(msg, flush=flush)
+        if s._native is not None:
+            return _native.AioMessages(s._inbox, s._native)
+        return self._messages_later(s)
+
+    async def _messages_later(self, s: Stream) -> AsyncIterator[BinMessage]:
         try:
             async for m in s:
                 yield m
