@@ -37,6 +37,9 @@ class ARawPeer:
         opaque_start: int = 5000,
     ) -> None:
         sock.setblocking(False)
+        # Each send goes out at once: a test's small frames, one after
+        # another, are not held back for the previous one's ACK (Nagle).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock = sock
         self.name = name
         self.version = version
