@@ -455,18 +455,21 @@ class Pending:
 
     request: asyncio.Future[Any]
     local: asyncio.Future[tuple[list[bytes], BaseException | None]]
+    local_opaque: int
     remote_opaque: int
 
     @classmethod
     async def start(cls, h: AHarness) -> Pending:
         p = cls()
+        ours, theirs = h.in_use()
         p.request, _ = await h.start_request(math.inf)
         stream = h.t.stream(BinMessage(STREAM_ID, b"ours"))
         start = await h.raw.read_frame(TIMEOUT)
         assert (start.kind, start.data) == (STREAM_START, b"ours")
         p.local = asyncio.ensure_future(read_all(stream))
+        p.local_opaque = stream.opaque
         p.remote_opaque = await h.open_remote_stream()
-        assert h.in_use() == (2, 1)
+        assert h.in_use() == (ours + 2, theirs + 1)
         assert not p.request.done() and not p.local.done()
         return p
 
@@ -530,6 +533,39 @@ async def test_undelimitable_bytes_close_and_fail_every_await(
     assert h.stats()["n_mdrops"] - before["n_mdrops"] == 1
     if case == "marker-after-a-good-frame":
         assert h.posts.snapshot() == [(POST_ID, b"payload")], "the frame before was lost"
+
+
+async def test_what_came_before_the_bad_bytes_is_delivered(
+    h: AHarness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """In the same read as the bytes that end the connection: the awaited
+    request's RESPONSE, messages on both streams and a POST. Each reaches
+    its await, ``async for`` or handler before the end does."""
+    answered, answered_opaque = await h.start_request()
+    p = await Pending.start(h)
+    await h.raw.send(
+        encode_frame(REQUEST, answered_opaque, REQ_ID, b"in time")
+        + encode_frame(STREAM_MSG, p.remote_opaque, STREAM_ID, b"to the handler")
+        + encode_frame(STREAM_MSG, p.local_opaque, STREAM_ID, b"one")
+        + encode_frame(STREAM_MSG, p.local_opaque, STREAM_ID, b"two")
+        + encode_frame(POST, h.raw.next_opaque(), POST_ID, b"posted")
+        + b"GET / HTTP/1.1\r\n\r\n"
+    )
+    assert (await settled(answered)).data == b"in time"
+    with pytest.raises(gofast.ProtocolError):
+        await settled(p.request)
+    got, error = await settled(p.local)
+    assert got == [b"one", b"two"] and isinstance(error, gofast.ConnectionClosed), (got, error)
+    await until(lambda: len(h.streams.snapshot()) == 3, TIMEOUT, "the remote stream's end")
+    assert h.streams.snapshot()[:2] == [
+        (p.remote_opaque, b"open"),
+        (p.remote_opaque, b"to the handler"),
+    ]
+    assert isinstance(h.streams.snapshot()[2][1], gofast.ConnectionClosed)
+    assert h.posts.snapshot() == [(POST_ID, b"posted")]
+    await settled(asyncio.ensure_future(h.t.wait_closed()))
+    assert h.in_use() == (0, 0)
+    assert_logged(caplog, "connection ends", "marker", level=logging.WARNING)
 
 
 @pytest.mark.parametrize("cut", [2, 5, 20, len(VALID) - 1])
@@ -608,3 +644,66 @@ async def test_a_malformed_whoami_answer_fails_the_handshake(bare: Any, body: by
     with pytest.raises(gofast.ProtocolError):
         await settled(done)
     assert t._t._exchanges_in_use() == (0, 0)
+
+
+# ---------------------------------------------------------------------------
+# Replies whose frame is fine but whose payload is not: decoded on the loop
+
+
+@pytest.mark.parametrize(
+    ("call", "msg_id", "payload"),
+    [
+        ("ping", PING_ID, b"\x00\x09ab"),  # says 9 bytes, has 2
+        ("whoami", wire.WHOAMI_ID, b"\x05a"),
+    ],
+)
+async def test_a_malformed_builtin_reply_fails_its_await(
+    h: AHarness, call: str, msg_id: int, payload: bytes
+) -> None:
+    fut = asyncio.ensure_future(h.t.ping("x", TIMEOUT) if call == "ping" else h.t.whoami(TIMEOUT))
+    req = await h.raw.read_frame(TIMEOUT)
+    assert (req.kind, req.id) == (REQUEST, msg_id)
+    await h.raw.send_frame(REQUEST, req.opaque, msg_id, payload)
+    with pytest.raises(gofast.ProtocolError, match="payload"):
+        await settled(fut)
+    assert h.in_use() == (0, 0)
+    await h.assert_usable()
+
+
+@pytest.fixture
+async def ext() -> AsyncIterator[tuple[ARawPeer, Any]]:
+    """Both sides advertise x-errors (docs/protocol.md §7)."""
+    async with araw_server({"errors.extension": True}, tags="x-errors") as pair:
+        yield pair
+
+
+ERROR_ID = 0x1004  # x-errors: the failed handler's [type, message]
+BAD_ERROR_PAYLOAD = b"\xff\x00"  # not that array
+
+
+async def test_a_malformed_error_reply_fails_the_awaited_request(ext: Any) -> None:
+    raw, t = ext
+    fut = asyncio.ensure_future(t.request(BinMessage(REQ_ID, b"q"), None, TIMEOUT))
+    req = await raw.read_frame(TIMEOUT)
+    await raw.send_frame(REQUEST, req.opaque, ERROR_ID, BAD_ERROR_PAYLOAD)
+    with pytest.raises(gofast.ProtocolError):
+        await settled(fut)
+    assert t._t._exchanges_in_use() == (0, 0)
+    assert await raw.ping("still there") == b"still there"
+
+
+async def test_a_malformed_error_on_our_stream_ends_it_with_an_error(ext: Any) -> None:
+    """The peer's stream handler failed (an error message, then FINISH) but
+    its error does not parse: ``async for`` still ends, raising an error
+    that says so, never delivering the error as a message."""
+    raw, t = ext
+    stream = t.stream(BinMessage(STREAM_ID, b"ours"))
+    start = await raw.read_frame(TIMEOUT)
+    await raw.send_frame(STREAM_MSG, start.opaque, ERROR_ID, BAD_ERROR_PAYLOAD)
+    await raw.send(encode_finish(start.opaque))
+    got, error = await settled(asyncio.ensure_future(read_all(stream)))
+    assert got == []
+    assert isinstance(error, gofast.GofastError) and "malformed" in str(error), error
+    await stream.close()
+    assert (await raw.read_frame(TIMEOUT)).kind == FINISH
+    await until(lambda: t._t._exchanges_in_use() == (0, 0), TIMEOUT, "the stream to end")
