@@ -223,7 +223,7 @@ async def test_a_broken_response_body_fails_the_awaited_request(
     with pytest.raises(gofast.ProtocolError):
         await settled(fut)
     await h.good_post()
-    assert_dropped(h, before, frame)  # type: ignore[arg-type]
+    assert_dropped(h, before, frame)
     assert h.stats()["n_rxresp"] - before["n_rxresp"] == 1
     # the opaque went back to the pool, and the next request works
     assert h.in_use() == (0, 0)
@@ -245,7 +245,7 @@ async def test_a_broken_body_reaches_no_handler(
         before = h.stats()
         frame = await raw.send_frame(POST, raw.next_opaque(), body=body)
         await h.good_post()
-        assert_dropped(h, before, frame)  # type: ignore[arg-type]
+        assert_dropped(h, before, frame)
         assert h.posts.snapshot() == [(POST_ID, b"after-1")], "the bad POST reached the handler"
     elif via == "request":
         # dropped, and no RESPONSE goes back (the next frame the raw peer
@@ -253,13 +253,13 @@ async def test_a_broken_body_reaches_no_handler(
         before = h.stats()
         frame = await raw.send_frame(REQUEST, raw.next_opaque(), body=body)
         await h.good_post()
-        assert_dropped(h, before, frame)  # type: ignore[arg-type]
+        assert_dropped(h, before, frame)
         assert h.stats()["n_rxreq"] - before["n_rxreq"] == 1
     elif via == "stream_start":
         before = h.stats()
         frame = await raw.send_frame(STREAM_START, raw.next_opaque(), body=body)
         await h.good_post()
-        assert_dropped(h, before, frame)  # type: ignore[arg-type]
+        assert_dropped(h, before, frame)
         assert h.streams.snapshot() == [], "a stream handler ran"
         assert h.in_use() == (0, 0)
     else:
@@ -268,7 +268,7 @@ async def test_a_broken_body_reaches_no_handler(
         frame = await raw.send_frame(STREAM_MSG, opaque, body=body)
         await raw.send_frame(STREAM_MSG, opaque, STREAM_ID, b"good")
         await until(lambda: (opaque, b"good") in h.streams.snapshot(), TIMEOUT, "stream message")
-        assert_dropped(h, before, frame)  # type: ignore[arg-type]
+        assert_dropped(h, before, frame)
         assert h.streams.snapshot() == [(opaque, b"open"), (opaque, b"good")]
         await h.end_remote_stream(opaque)
         assert h.streams.snapshot()[-1] == (opaque, None)
@@ -305,7 +305,7 @@ async def test_a_frame_of_nothing_is_dropped_and_the_loop_goes_on(
     before = h.stats()
     await h.raw.send(frame)
     await h.good_post()
-    assert_dropped(h, before, frame)  # type: ignore[arg-type]
+    assert_dropped(h, before, frame)
     assert h.posts.snapshot() == [(POST_ID, b"after-1")]
     assert h.streams.snapshot() == []
     assert_logged(caplog, "dropped")
@@ -327,7 +327,7 @@ async def test_a_frame_on_an_awaited_requests_opaque_leaves_it_pending(
     }[kind]
     await h.raw.send(frame)
     await h.good_post()
-    assert_dropped(h, before, frame)  # type: ignore[arg-type]
+    assert_dropped(h, before, frame)
     assert not fut.done()
     assert h.streams.snapshot() == []
     await h.answer(fut, opaque, b"answer")
@@ -351,7 +351,7 @@ async def test_frames_after_the_peers_finish_reach_no_stream(
         before = h.stats()
         await h.raw.send(frame)
         await h.good_post()
-        assert_dropped(h, before, frame)  # type: ignore[arg-type]
+        assert_dropped(h, before, frame)
     assert h.streams.snapshot() == [(opaque, b"open"), (opaque, None)], "the stream ran again"
     assert_logged(caplog, "dropped", "finish")
     assert_logged(caplog, "dropped", "stream")
@@ -366,7 +366,7 @@ async def test_a_second_stream_start_on_an_open_stream_is_dropped(
     before = h.stats()
     again = await h.raw.send_frame(STREAM_START, opaque, STREAM_ID, b"again")
     await h.good_post()
-    assert_dropped(h, before, again)  # type: ignore[arg-type]
+    assert_dropped(h, before, again)
     assert h.streams.snapshot() == [(opaque, b"open")], "the handler ran twice"
     await h.raw.send_frame(STREAM_MSG, opaque, STREAM_ID, b"still mine")
     await until(lambda: (opaque, b"still mine") in h.streams.snapshot(), TIMEOUT, "stream msg")
@@ -386,7 +386,7 @@ async def test_a_response_on_the_opaque_of_our_stream_is_dropped(
     before = h.stats()
     frame = await h.raw.send_frame(REQUEST, stream.opaque, REQ_ID, b"misdirected")
     await h.good_post()
-    assert_dropped(h, before, frame)  # type: ignore[arg-type]
+    assert_dropped(h, before, frame)
     assert_logged(caplog, "dropped")
     await h.raw.send_frame(STREAM_MSG, stream.opaque, STREAM_ID, b"fine")
     got = await stream.recv(TIMEOUT)

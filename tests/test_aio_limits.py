@@ -61,9 +61,7 @@ async def test_streams_beyond_the_limit_never_reach_the_loop() -> None:
     ) as (raw, t):
         before = dict(t.stats())
         opaques = [raw.next_opaque() for _ in range(limit + extra)]
-        await raw.send(
-            b"".join(encode_frame(STREAM_START, o, STREAM_ID, b"open") for o in opaques)
-        )
+        await raw.send(b"".join(encode_frame(STREAM_START, o, STREAM_ID, b"open") for o in opaques))
         # A ping after them: its echo means every STREAM-START was handled.
         ping = raw.next_opaque()
         await raw.send_frame(REQUEST, ping, wire.PING_ID, wire.ping_payload("after"))

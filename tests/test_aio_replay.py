@@ -45,7 +45,7 @@ async def settled_stats(t: gofast.aio.Transport, conv: Any, side: str, seen: int
     so the loop is not held while the writer finishes its last write)."""
     await until(lambda: t.stats()["n_txbyte"] >= seen, TIMEOUT, "n_txbyte to settle")
     recorded = (conv.client if side == "client" else conv.server)["stats_before_close"]
-    compare_stats(t, recorded, conv, seen)  # type: ignore[arg-type]
+    compare_stats(t, recorded, conv, seen)
 
 
 # ---------------------------------------------------------------------------
