@@ -41,7 +41,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--markdown", type=Path, default=HERE / "latest.md", help="markdown table path")
     ap.add_argument(
         "--systems",
-        help="comma-separated subset: gofast,grpcio,pyzmq,asyncio,raw (or names as in the table)",
+        help="comma-separated subset, by name as in the table or by module: gofast, "
+        "gofast_batch, gofast_unix, gofast_tls, grpc, zmq, raw, gofast_aio, asyncio, "
+        "grpc_aio, zmq_aio (all when omitted)",
     )
     ap.add_argument(
         "--workloads",
