@@ -1,7 +1,8 @@
-"""Compare gofast for Python with grpcio, pyzmq, asyncio streams and raw sockets.
+"""Compare gofast for Python with grpcio, pyzmq, asyncio streams, grpc.aio,
+zmq.asyncio and raw sockets.
 
     python -m benches.compare            # full run (1M one-way / stream messages)
-    python -m benches.compare --quick    # short run (50k), under a minute
+    python -m benches.compare --quick    # short run (50k), about a minute
     python -m benches.compare --repeat 3 # each cell thrice, the median run shown
 
 Run from the repository root. Every workload is run against every system that
