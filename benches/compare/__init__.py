@@ -1,5 +1,5 @@
-"""Side-by-side comparison of gofast for Python with grpcio, pyzmq, asyncio streams
-and raw sockets on 127.0.0.1.
+"""Side-by-side comparison of gofast for Python with grpcio, pyzmq, asyncio streams,
+grpc.aio, zmq.asyncio and raw sockets on 127.0.0.1.
 
 Run ``python -m benches.compare`` from the repository root (``--quick`` for a
 short run, ``--help`` for the options). Every cell (one workload against one

@@ -1,7 +1,8 @@
-"""Compare gofast for Python with grpcio, pyzmq, asyncio streams and raw sockets.
+"""Compare gofast for Python with grpcio, pyzmq, asyncio streams, grpc.aio,
+zmq.asyncio and raw sockets.
 
     python -m benches.compare            # full run (1M one-way / stream messages)
-    python -m benches.compare --quick    # short run (50k), under a minute
+    python -m benches.compare --quick    # short run (50k), about a minute
     python -m benches.compare --repeat 3 # each cell thrice, the median run shown
 
 Run from the repository root. Every workload is run against every system that
@@ -41,7 +42,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--markdown", type=Path, default=HERE / "latest.md", help="markdown table path")
     ap.add_argument(
         "--systems",
-        help="comma-separated subset: gofast,grpcio,pyzmq,asyncio,raw (or names as in the table)",
+        help="comma-separated subset, by name as in the table or by module: gofast, "
+        "gofast_batch, gofast_unix, gofast_tls, grpc, zmq, raw, gofast_aio, asyncio, "
+        "grpc_aio, zmq_aio (all when omitted)",
     )
     ap.add_argument(
         "--workloads",

@@ -58,7 +58,7 @@ def describe() -> dict[str, str]:
         "cpu": cpu_model(),
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "kernel": platform.release(),
-        "gofast": _version("gofast"),
+        "gofast": _version("gofast-transport"),  # the distribution's name
         "grpcio": _version("grpcio"),
         "pyzmq": _version("pyzmq"),
         "tree": tree_revision(),

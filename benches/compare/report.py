@@ -1,7 +1,9 @@
 """The results as a printed table, a markdown file and a PNG chart.
 
 Every ratio is against gofast in the same workload of the same run: on a
-shared, noisy machine only ratios measured minutes apart mean anything.
+shared, noisy machine only ratios measured minutes apart mean anything. The
+asyncio group (both sides asyncio programs) also gets its ratio to asyncio
+streams, the baseline such a program is written on.
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ COLUMNS = (
     "RSS MiB client",
     "RSS MiB server",
     "vs gofast",
+    "vs asyncio",
 )
 NUMERIC = frozenset(COLUMNS[2:])
+ASYNCIO = frozenset(s.name for s in SYSTEMS if s.asyncio)
 
 NOTES = (
     "throughput: messages the receiver confirmed per second of the client's wall "
@@ -36,7 +40,8 @@ NOTES = (
     "CPU s: user+system of each process (all threads) from ready to done; "
     "CPU µs/msg: both sides' CPU per message; "
     "RSS: peak resident set of each process, interpreter and libraries included; "
-    "vs gofast: this row's throughput / gofast's in the same workload (>1 is faster)."
+    "vs gofast: this row's throughput / gofast's in the same workload (>1 is faster); "
+    "vs asyncio: the same against asyncio streams, for the asyncio group."
 )
 
 
@@ -62,7 +67,7 @@ def _mib(kib: int | None) -> str:
     return "-" if kib is None else f"{kib / 1024:.0f}"
 
 
-def _row(w: Workload, r: CellResult, base: float | None) -> list[str]:
+def _row(w: Workload, r: CellResult, base: float | None, base_aio: float | None) -> list[str]:
     rate = r.rate(w.unit)
     if rate is None:
         return [w.title, r.system, r.status] + ["-"] * (len(COLUMNS) - 3)
@@ -79,6 +84,7 @@ def _row(w: Workload, r: CellResult, base: float | None) -> list[str]:
         _mib(r.rss_client_kib),
         _mib(r.rss_server_kib),
         _ratio(rate, base),
+        _ratio(rate, base_aio) if r.system in ASYNCIO else "-",
     ]
 
 
@@ -89,7 +95,8 @@ def rows(workloads: Sequence[Workload], results: Sequence[CellResult]) -> list[l
     for w in workloads:
         cells = sorted((r for r in results if r.workload == w.name), key=lambda r: order[r.system])
         base = next((r.rate(w.unit) for r in cells if r.system == "gofast"), None)
-        table.extend(_row(w, r, base) for r in cells)
+        base_aio = next((r.rate(w.unit) for r in cells if r.system == "asyncio"), None)
+        table.extend(_row(w, r, base, base_aio) for r in cells)
         table.append([w.title, "Go reference", GO_REFERENCE] + ["-"] * (len(COLUMNS) - 3))
     return table
 
@@ -118,7 +125,8 @@ def markdown(
 ) -> str:
     align = ["---:" if c in NUMERIC else ":---" for c in COLUMNS]
     lines = [
-        "### gofast for Python beside grpcio, pyzmq, asyncio streams and raw sockets",
+        "### gofast for Python beside grpcio, pyzmq, asyncio streams, grpc.aio, zmq.asyncio "
+        "and raw sockets",
         "",
         f"Machine: {one_line(machine)}.  ",
         f"Command: `{command}` ({minutes:.1f} min).  ",
@@ -139,7 +147,8 @@ def chart(
     machine: dict[str, str],
 ) -> None:
     """One panel per workload, a bar per system, each labelled with its ratio to
-    gofast; a failed cell is an empty slot labelled with its status."""
+    gofast (to asyncio streams in a run without gofast); a failed cell is an
+    empty slot labelled with its status."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -147,8 +156,21 @@ def chart(
     from matplotlib.ticker import StrMethodFormatter
 
     names = [s.name for s in SYSTEMS]
-    # In SYSTEMS order: gofast and its batch API in two blues, then the others.
-    palette = ["#1f77b4", "#6baed6", "#ff7f0e", "#2ca02c", "#d62728", "#7f7f7f"]
+    # In SYSTEMS order: gofast and its batch API in two blues, then the others
+    # (the asyncio group from gofast aio on), one colour each.
+    palette = [
+        "#1f77b4",
+        "#6baed6",
+        "#9ecae1",
+        "#c6dbef",
+        "#ff7f0e",
+        "#2ca02c",
+        "#7f7f7f",
+        "#17becf",
+        "#d62728",
+        "#ffbb78",
+        "#98df8a",
+    ]
     colours = {name: palette[i % len(palette)] for i, name in enumerate(names)}
     cols = 3
     nrows = (len(workloads) + cols - 1) // cols
@@ -158,6 +180,8 @@ def chart(
         cells = [r for r in results if r.workload == w.name]
         cells.sort(key=lambda r: names.index(r.system))
         base = next((r.rate(w.unit) for r in cells if r.system == "gofast"), None)
+        if base is None:
+            base = next((r.rate(w.unit) for r in cells if r.system == "asyncio"), None)
         heights = [r.rate(w.unit) or 0.0 for r in cells]
         bars = ax.bar([r.system for r in cells], heights, color=[colours[r.system] for r in cells])
         top = max(heights, default=0.0) or 1.0
@@ -187,7 +211,8 @@ def chart(
     fig.text(
         0.01,
         0.005,
-        f"Go reference: {GO_REFERENCE}. Labels: throughput / gofast's in the same panel.",
+        f"Go reference: {GO_REFERENCE}. Labels: throughput / gofast's in the same panel "
+        "(asyncio's where gofast was not run).",
         fontsize=8,
     )
     fig.tight_layout(rect=(0, 0.02, 1, 1))

@@ -21,6 +21,8 @@ class SystemInfo:
     module: str
     kinds: tuple[Kind, ...]
     how: str
+    asyncio: bool = False
+    """Both sides asyncio programs: compared with asyncio streams as well."""
 
 
 SYSTEMS: tuple[SystemInfo, ...] = (
@@ -45,12 +47,6 @@ SYSTEMS: tuple[SystemInfo, ...] = (
         "as gofast, over TLS 1.3 (rustls), the server's certificate verified",
     ),
     SystemInfo(
-        "gofast aio",
-        "gofast_aio_sys",
-        KINDS,
-        "gofast.aio on asyncio: awaited posts/requests, 16 tasks, async-generator stream",
-    ),
-    SystemInfo(
         "grpcio",
         "grpc_sys",
         KINDS,
@@ -64,16 +60,41 @@ SYSTEMS: tuple[SystemInfo, ...] = (
         "PUSH/PULL one-way and stream, REQ/REP sequential, DEALER/ROUTER 16 outstanding",
     ),
     SystemInfo(
-        "asyncio",
-        "asyncio_sys",
-        KINDS,
-        "asyncio streams, 4-byte length-prefixed frames; 16 tasks pipelining ids",
-    ),
-    SystemInfo(
         "raw socket",
         "raw_sys",
         ("request", "bulk"),
         "blocking sendall/recv_into, echo thread: the loopback limit",
+    ),
+    # The asyncio group, last and together: each side an asyncio program.
+    SystemInfo(
+        "gofast aio",
+        "gofast_aio_sys",
+        KINDS,
+        "gofast.aio on asyncio: awaited posts/requests, 16 tasks, async-generator stream",
+        asyncio=True,
+    ),
+    SystemInfo(
+        "asyncio",
+        "asyncio_sys",
+        KINDS,
+        "asyncio streams, 4-byte length-prefixed frames; 16 tasks pipelining ids",
+        asyncio=True,
+    ),
+    SystemInfo(
+        "grpc.aio",
+        "grpc_aio_sys",
+        KINDS,
+        "grpcio's asyncio API, the grpcio service: client-streaming one-way, unary requests "
+        "(16 tasks, one channel), server-streaming stream",
+        asyncio=True,
+    ),
+    SystemInfo(
+        "zmq.asyncio",
+        "zmq_aio_sys",
+        KINDS,
+        "pyzmq's asyncio API: PUSH/PULL one-way and stream, DEALER/ROUTER requests "
+        "(16 tasks on one DEALER)",
+        asyncio=True,
     ),
 )
 
@@ -84,7 +105,8 @@ it cannot be built here, and no number is shown for it."""
 
 def by_name(names: str | None) -> list[SystemInfo]:
     """The systems named in a comma-separated list, by name or by module
-    ("zmq" for pyzmq, "raw" for the raw socket); all when None."""
+    ("zmq" for pyzmq, "raw" for the raw socket, "grpc_aio" for grpc.aio); all
+    when None."""
     if not names:
         return list(SYSTEMS)
     wanted = set(names.split(","))
