@@ -223,29 +223,34 @@ impl PyTransport {
         let events = aio.queue.take();
         let session = me.inner.session();
         // What the handlers send goes out in one write after the batch.
-        session.corked(|| -> PyResult<()> {
+        session.corked(|| {
             for ev in events {
-                match ev {
-                    Event::Post { id, data } => on_post(slf, session, id, &data)?,
-                    Event::Posts { id, msgs } => on_posts(slf, session, id, msgs)?,
+                let done = match ev {
+                    Event::Post { id, data } => on_post(slf, session, id, &data),
+                    Event::Posts { id, msgs } => on_posts(slf, session, id, msgs),
                     Event::Request { opaque, id, data } => {
-                        on_request(slf, session, opaque, id, &data)?
+                        on_request(slf, session, opaque, id, &data)
                     }
                     Event::StreamStart {
                         opaque,
                         id,
                         data,
                         sink,
-                    } => on_stream_start(slf, session, opaque, id, &data, &sink)?,
+                    } => on_stream_start(slf, session, opaque, id, &data, &sink),
                     Event::StreamMsg { sink, msg, len } => {
-                        on_stream_msg(slf, session, &sink, msg, len)?
+                        on_stream_msg(slf, session, &sink, msg, len)
                     }
-                    Event::Response(opaque) => me.on_response(py, aio, opaque)?,
-                    Event::Closed => me.on_closed(py, aio)?,
+                    Event::Response(opaque) => me.on_response(py, aio, opaque),
+                    Event::Closed => me.on_closed(py, aio),
+                };
+                // One event's failure (a MemoryError, say) must not lose the
+                // events after it: a Closed among them ends every await.
+                if let Err(e) = done {
+                    report(py, session, "gofast.aio event", e);
                 }
             }
-            Ok(())
-        })
+        });
+        Ok(())
     }
 
     fn on_response(&self, py: Python<'_>, aio: &Aio, opaque: u64) -> PyResult<()> {
