@@ -288,8 +288,9 @@ impl PyTransport {
         }
         self.inner.handler().clear();
         if let Some(cb) = aio.on_closed.get(py) {
-            cb.call0(py)?;
+            cb.call0(py)?; // the loop stops watching the eventfd
         }
+        aio.queue.release_fd();
         Ok(())
     }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
@@ -51,7 +52,10 @@ class Transport:
         self._loop = loop
         self._fd = native._aio_fd()
         self._ended: asyncio.Future[None] = loop.create_future()
-        native._aio_bind(loop, self._on_closed)
+        # The hook holds what it needs, not this object: the native
+        # transport keeps it, and a reference back would be a cycle through
+        # it that the collector cannot see (never freed, its eventfd kept).
+        native._aio_bind(loop, functools.partial(_closed, loop, self._fd, self._ended))
         loop.add_reader(self._fd, native._aio_drain)
 
     @classmethod
@@ -70,12 +74,6 @@ class Transport:
         sock.setblocking(True)  # the core's threads block on it
         args = _native_args(sock, name, version, settings, dialed, tls, server_name)
         return cls(_native.Transport(*args, aio=True), loop)
-
-    def _on_closed(self) -> None:
-        # On the loop, once the connection's end has been drained.
-        self._loop.remove_reader(self._fd)
-        if not self._ended.done():
-            self._ended.set_result(None)
 
     # ---- handlers ------------------------------------------------------------
 
@@ -334,6 +332,14 @@ class Transport:
             f"<gofast.aio.Transport {self.name!r} {state} "
             f"{self.local_address}->{self.peer_address}>"
         )
+
+
+def _closed(loop: asyncio.AbstractEventLoop, fd: int, ended: asyncio.Future[None]) -> None:
+    # On the loop, once the connection's end has been drained (once: then
+    # the eventfd is closed and its number may be reused).
+    if not ended.done():
+        loop.remove_reader(fd)
+        ended.set_result(None)
 
 
 async def connect(
