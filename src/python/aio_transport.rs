@@ -34,6 +34,8 @@ impl PyTransport {
 
     /// The loop this transport is bound to, if the running one is it.
     pub(super) fn aio_check<'py>(&self, py: Python<'py>) -> PyResult<&Aio> {
+        // In a fork()ed child say so, rather than that the loop is another.
+        self.core()?;
         let aio = self.aio()?;
         let running = aio::running_loop(py)?;
         match aio.bound.get(py) {

@@ -29,9 +29,12 @@ class Stream:
     Use it as ``async with transport.stream(msg) as s:`` to close it at
     the end of the block."""
 
-    __slots__ = ("_native", "_inbox", "_waiter", "_ended", "_forward", "_opening")
+    __slots__ = ("_owner", "_native", "_inbox", "_waiter", "_ended", "_forward", "_opening")
 
-    def __init__(self) -> None:
+    def __init__(self, owner: _native.Transport) -> None:
+        # The transport: recv() asks it whether waiting here can ever end
+        # (on another loop, or in a fork()ed child, nothing would deliver).
+        self._owner = owner
         self._native: _native.Stream | None = None
         self._inbox: deque[BinMessage | None] = deque()
         self._waiter: asyncio.Future[None] | None = None
@@ -42,8 +45,8 @@ class Stream:
         self._opening: Callable[[], Awaitable[None]] | None = None
 
     @classmethod
-    def _remote(cls, native: _native.Stream) -> Stream:
-        s = cls()
+    def _remote(cls, native: _native.Stream, owner: _native.Transport) -> Stream:
+        s = cls(owner)
         s._native = native
         return s
 
@@ -104,6 +107,7 @@ class Stream:
             if self._ended:
                 self._end()
                 return None
+            self._owner._aio_check()
             loop = asyncio.get_running_loop()
             w: asyncio.Future[None] = loop.create_future()
             self._waiter = w

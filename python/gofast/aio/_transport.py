@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
@@ -52,6 +53,7 @@ class Transport:
         self._loop = loop
         self._fd = native._aio_fd()
         self._ended: asyncio.Future[None] = loop.create_future()
+        self._pid = os.getpid()
         # The hook holds what it needs, not this object: the native
         # transport keeps it, and a reference back would be a cycle through
         # it that the collector cannot see (never freed, its eventfd kept).
@@ -196,7 +198,7 @@ class Transport:
         """Opens a STREAM with its first message: ``await send()``,
         ``await close()``, and ``async for`` over what the peer sends. When
         the send queue is full it opens on the stream's first await."""
-        s = Stream()
+        s = Stream(self._t)
         native = self._t._aio_stream(msg, s._deliver, flush)
         if native is not None:
             s._native = native
@@ -306,13 +308,19 @@ class Transport:
 
     async def aclose(self) -> None:
         """Closes as :meth:`close` does without blocking the loop, and
-        returns once pending requests and streams have been ended."""
+        returns once pending requests and streams have been ended. In a
+        fork()ed child it does nothing, as :meth:`close`: the connection is
+        the parent's."""
+        if os.getpid() != self._pid:
+            return
+        self._t._aio_check()
         await self._loop.run_in_executor(None, self._t.close)
         await self.wait_closed()
 
     async def wait_closed(self) -> None:
         """Returns once the connection has ended (by either side) and its
         end has reached the loop (pending requests failed, streams ended)."""
+        self._t._aio_check()
         await asyncio.shield(self._ended)
 
     async def __aenter__(self) -> Self:
