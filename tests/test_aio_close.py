@@ -148,7 +148,7 @@ async def test_close_fails_every_await_in_flight_promptly(apair_factory: Factory
 
     def setup(t: Any) -> None:
         t.subscribe(SILENT_ID, held)
-        t.subscribe(STREAM_ID, lambda s, m: (lambda m: None))  # keeps it open
+        t.subscribe(STREAM_ID, lambda s, m: lambda m: None)  # keeps it open
 
     p = await apair_factory(server_setup=setup)
     requests = [
@@ -181,7 +181,7 @@ async def _drain(messages: Any) -> None:
 async def test_close_fails_sends_waiting_for_room(apair_factory: Factory) -> None:
     p = await apair_factory(
         client_settings={"pending.max": 64 * 1024},
-        server_setup=lambda t: t.subscribe(STREAM_ID, lambda s, m: (lambda m: None)),
+        server_setup=lambda t: t.subscribe(STREAM_ID, lambda s, m: lambda m: None),
     )
     loop = asyncio.get_running_loop()
     loop.remove_reader(p.server._fd)  # the server reads nothing: queues fill
@@ -382,6 +382,28 @@ async def test_close_without_handshake(apair_factory: Factory) -> None:
         await p.client.handshake(1.0)
 
 
+async def test_aclose_wait_closed_and_recv_from_another_loop_are_usage_errors(
+    apair_factory: Factory,
+) -> None:
+    """Nothing could ever deliver there: refused, never a hang nor an
+    error about a future of another loop."""
+    p = await apair_factory(server_setup=lambda t: t.subscribe(STREAM_ID, lambda s, m: None))
+    stream = p.client.stream(BinMessage(STREAM_ID, b""))
+
+    def elsewhere() -> None:
+        async def use() -> None:
+            for call in (p.client.aclose, p.client.wait_closed, stream.recv):
+                with pytest.raises(gofast.UsageError, match="another event loop"):
+                    async with asyncio.timeout(5):
+                        await call()
+
+        asyncio.run(use())
+
+    await asyncio.to_thread(elsewhere)
+    assert not p.client.closed
+    assert await p.client.ping("still fine") == "still fine"
+
+
 # ---- what a closed transport keeps (test_close_releases.py) ------------------
 
 
@@ -491,7 +513,9 @@ def test_unclosed_transports_end_with_their_loop_and_never_hang_the_interpreter(
     ending: str,
 ) -> None:
     script = UNCLOSED_SCRIPT.format(tests=TESTS, ending=ending)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30
+    )
     assert done.returncode == 0, done.stderr
     if "SystemExit" not in ending:
         assert done.stdout.strip() == "threads left: 0"

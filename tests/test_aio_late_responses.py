@@ -13,9 +13,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from aio_raw import raw_peer
 
 import gofast
-from aio_raw import raw_peer
 from conftest import APair
 from gofast import BinMessage
 from wire import REQUEST
@@ -93,9 +93,7 @@ async def test_ten_thousand_late_responses_reach_nobody(apair_factory: Factory) 
     before = p.client.stats()
     holder.answer_all()
     p.server.flush()
-    await until(
-        lambda: p.client.stats()["n_mdrops"] - before["n_mdrops"] == n, what="late drops"
-    )
+    await until(lambda: p.client.stats()["n_mdrops"] - before["n_mdrops"] == n, what="late drops")
     after = p.client.stats()
     assert after["n_rxreq"] == before["n_rxreq"], "a late RESPONSE was taken for a REQUEST"
     assert after["n_handler_errors"] == 0

@@ -11,10 +11,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from aio_raw import raw_peer
 
 import gofast
 import gofast.aio
-from aio_raw import raw_peer
 from gofast import BinMessage
 from wire import FINISH, STREAM_MSG, STREAM_START, RawPeer, encode_finish
 

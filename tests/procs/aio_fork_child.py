@@ -122,5 +122,6 @@ def main() -> None:
         if os.getpid() == parent:
             runner.close()
 
+
 if __name__ == "__main__":
     main()
