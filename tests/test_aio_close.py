@@ -430,6 +430,39 @@ async def test_closed_transports_hold_no_fd_nor_thread(apair_factory: Factory) -
     assert all(p.client.stats()["n_txreq"] == 2 for p in pairs)
 
 
+def rss_kib() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
+
+
+async def test_a_thousand_closed_transports_kept_referenced_cost_little() -> None:
+    kept = []
+    payload = BinMessage(ECHO_ID, b"p" * 4096)
+
+    def setup(t: Any) -> None:
+        t.subscribe(ECHO_ID, echo)
+
+    warm = await make_apair(server_setup=setup)
+    await warm.client.request(payload)
+    await warm.close()
+    gc.collect()
+    base_fds, base_threads, base_rss = fds(), gofast_threads(), rss_kib()
+    for _ in range(500):
+        p = await make_apair(server_setup=setup)
+        # Some traffic, so buffers and the compressor state really exist.
+        await p.client.request(payload)
+        for _ in range(4):
+            await p.client.post(payload)
+        await p.close()
+        kept.append(p)
+    assert fds() == base_fds
+    await until(lambda: gofast_threads() == base_threads, what="every transport's threads gone")
+    grown = rss_kib() - base_rss
+    # 1,000 open transports with traffic take ~100+ MiB; closed ones almost nothing.
+    assert grown < 16 * 1024, f"1,000 closed transports kept {grown} KiB"
+    assert all(p.client.stats()["n_txreq"] == 2 for p in kept)
+
+
 async def test_the_fd_limit_does_not_fill_with_closed_transports() -> None:
     """A service that keeps its closed transports (or a server that has
     served many clients) must not run out of fds."""
