@@ -510,8 +510,14 @@ UNCLOSED_SCRIPT = textwrap.dedent(
     import gofast
 
     def gofast_threads():
-        names = [open(f"/proc/self/task/{{t}}/comm").read() for t in os.listdir("/proc/self/task")]
-        return sum(n.startswith("gofast-") for n in names)
+        n = 0
+        for task in os.listdir("/proc/self/task"):
+            try:
+                with open(f"/proc/self/task/{{task}}/comm") as f:
+                    n += f.read().startswith("gofast-")
+            except FileNotFoundError:  # ended meanwhile
+                pass
+        return n
 
     async def main():
         def setup(t):
