@@ -417,9 +417,10 @@ async def test_closed_transports_hold_no_fd_nor_thread(apair_factory: Factory) -
     for p in pairs:
         p.client.stream(BinMessage(STREAM_ID, b""))
         assert await p.client.ping("x") == "x"
-    # A socket and an eventfd per transport; a reader and a writer thread.
+    # A socket and an eventfd per transport; a reader and a writer thread
+    # (each names itself as it starts).
     assert fds() == base_fds + 3 * 2 * 2
-    assert gofast_threads() == base_threads + 3 * 2 * 2
+    await until(lambda: gofast_threads() == base_threads + 3 * 2 * 2, what="12 threads")
     for p in pairs[:2]:
         await p.client.aclose()  # the server's transport ends because its peer did
         await p.server.wait_closed()
@@ -500,6 +501,33 @@ async def test_a_dropped_closed_transport_is_freed(link: str) -> None:
     del p
     gc.collect()
     assert [ref() for ref in gone] == [None, None]
+
+
+def test_transports_left_open_end_with_their_loop() -> None:
+    """Once the loop is closed, transports left open (streams open both
+    ways) are freed and their threads end (as test_close's dropped
+    transports)."""
+    gc.collect()
+    base_threads = gofast_threads()
+
+    def setup(t: Any) -> None:
+        t.subscribe(STREAM_ID, lambda s, m: lambda m: None)  # keeps its side open
+
+    async def main() -> list[weakref.ref[gofast.aio.Transport]]:
+        p = await make_apair(client_setup=setup, server_setup=setup)
+        p.client.stream(BinMessage(STREAM_ID, b""))
+        p.server.stream(BinMessage(STREAM_ID, b""))
+        await until(lambda: p.client._t._exchanges_in_use() == (1, 1), what="both streams open")
+        assert gofast_threads() == base_threads + 4
+        return [weakref.ref(p.client), weakref.ref(p.server)]
+
+    refs = asyncio.run(main())  # returns with both transports open
+    gc.collect()
+    assert [r() for r in refs] == [None, None]
+    deadline = time.monotonic() + 10
+    while gofast_threads() != base_threads:
+        assert time.monotonic() < deadline, f"{gofast_threads()} threads, {base_threads} before"
+        time.sleep(0.002)
 
 
 UNCLOSED_SCRIPT = textwrap.dedent(

@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections import deque
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Self
 
 from .. import _native
+from ..errors import Timeout, UsageError
 from ..message import BinMessage, Message
 from . import _drive
 
@@ -29,12 +31,23 @@ class Stream:
     Use it as ``async with transport.stream(msg) as s:`` to close it at
     the end of the block."""
 
-    __slots__ = ("_owner", "_native", "_inbox", "_waiter", "_ended", "_forward", "_opening")
+    __slots__ = (
+        "_loop",
+        "_pid",
+        "_native",
+        "_inbox",
+        "_waiter",
+        "_ended",
+        "_forward",
+        "_opening",
+    )
 
-    def __init__(self, owner: _native.Transport) -> None:
-        # The transport: recv() asks it whether waiting here can ever end
-        # (on another loop, or in a fork()ed child, nothing would deliver).
-        self._owner = owner
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        # Where recv() may wait: on another loop, or in a fork()ed child,
+        # nothing would ever deliver. (Not the transport itself: it holds
+        # this stream while it is open, a cycle the collector cannot see.)
+        self._loop = loop
+        self._pid = os.getpid()
         self._native: _native.Stream | None = None
         self._inbox: deque[BinMessage | None] = deque()
         self._waiter: asyncio.Future[None] | None = None
@@ -45,8 +58,8 @@ class Stream:
         self._opening: Callable[[], Awaitable[None]] | None = None
 
     @classmethod
-    def _remote(cls, native: _native.Stream, owner: _native.Transport) -> Stream:
-        s = cls(owner)
+    def _remote(cls, native: _native.Stream, loop: asyncio.AbstractEventLoop) -> Stream:
+        s = cls(loop)
         s._native = native
         return s
 
@@ -107,9 +120,8 @@ class Stream:
             if self._ended:
                 self._end()
                 return None
-            self._owner._aio_check()
-            loop = asyncio.get_running_loop()
-            w: asyncio.Future[None] = loop.create_future()
+            self._check_waitable()
+            w: asyncio.Future[None] = self._loop.create_future()
             self._waiter = w
             if timeout is None:
                 await w
@@ -118,8 +130,6 @@ class Stream:
                     async with asyncio.timeout(timeout):
                         await w
                 except TimeoutError:
-                    from ..errors import Timeout
-
                     raise Timeout(f"no stream message within {timeout}s") from None
         msg = self._inbox.popleft()
         if msg is None:
@@ -127,6 +137,18 @@ class Stream:
             self._end()
             return None
         return msg
+
+    def _check_waitable(self) -> None:
+        if os.getpid() != self._pid:
+            raise UsageError(
+                "this stream's transport belongs to the parent process (this is a "
+                "fork()ed child): make a new transport here"
+            )
+        if asyncio.get_running_loop() is not self._loop:
+            raise UsageError(
+                "this stream's gofast.aio transport is bound to another event loop (the "
+                "one it was made on); make a transport on this loop instead"
+            )
 
     def _end(self) -> None:
         err = self.error

@@ -198,7 +198,7 @@ class Transport:
         """Opens a STREAM with its first message: ``await send()``,
         ``await close()``, and ``async for`` over what the peer sends. When
         the send queue is full it opens on the stream's first await."""
-        s = Stream(self._t)
+        s = Stream(self._loop)
         native = self._t._aio_stream(msg, s._deliver, flush)
         if native is not None:
             s._native = native
