@@ -51,7 +51,7 @@ def gofast_threads() -> int:
         try:
             with open(f"/proc/self/task/{task}/comm") as f:
                 n += f.read().startswith("gofast-")
-        except FileNotFoundError:  # ended meanwhile
+        except OSError:  # ended meanwhile (ENOENT or ESRCH)
             pass
     return n
 
@@ -543,7 +543,7 @@ UNCLOSED_SCRIPT = textwrap.dedent(
             try:
                 with open(f"/proc/self/task/{{task}}/comm") as f:
                     n += f.read().startswith("gofast-")
-            except FileNotFoundError:  # ended meanwhile
+            except OSError:  # ended meanwhile (ENOENT or ESRCH)
                 pass
         return n
 
