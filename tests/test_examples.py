@@ -31,6 +31,16 @@ EXPECTED: dict[str, list[str]] = {
         r"sync client streamed 5 items: \[0, 1, 4, 9, 16\]",
         r"aio server: 1 request, 1 stream",
     ],
+    "aio_post.py": [
+        r"client posted 1000 documents, server received 1000",
+        r"last document: doc-999 \(15 bytes of body\)",
+        r"server posted 1 greeting, client received: hello from the server",
+    ],
+    "aio_stream.py": [
+        r"client closed the stream after 100 entries",
+        r"server saw the client's close and stopped after sending \d+ entries",
+        r"stream ended on both sides: \d+ more entries were in flight",
+    ],
     "post.py": [
         r"client posted 1000 documents, server received 1000",
         r"last document: doc-999 \(15 bytes of body\)",
@@ -90,6 +100,9 @@ EXPECTED: dict[str, list[str]] = {
     ],
 }
 
+# The guide's server and client, sync and asyncio: any server with any client.
+SERVERS = ("server.py", "aio_server.py")
+CLIENTS = ("client.py", "aio_client.py")
 SERVER_LINES = [
     r"example-server listening on 127\.0\.0\.1:\d+",
     r"server: client example-client: 100 posts, 10 requests",
@@ -146,9 +159,11 @@ def test_stream_example_stops_the_server_early() -> None:
     assert 100 <= int(m.group(1)) < 100_000
 
 
-def test_server_and_client_examples_talk_to_each_other() -> None:
+@pytest.mark.parametrize("client_name", CLIENTS)
+@pytest.mark.parametrize("server_name", SERVERS)
+def test_server_and_client_examples_talk_to_each_other(server_name: str, client_name: str) -> None:
     server = subprocess.Popen(
-        [sys.executable, str(EXAMPLES / "server.py"), "--port", "0", "--timeout", "30"],
+        [sys.executable, str(EXAMPLES / server_name), "--port", "0", "--timeout", "30"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -169,7 +184,7 @@ def test_server_and_client_examples_talk_to_each_other() -> None:
         assert m is not None, first
         port = m.group(1)
 
-        client = run_example("client.py", "--port", port)
+        client = run_example(client_name, "--port", port)
         assert client.returncode == 0, f"{client.stdout}\n{client.stderr}"
         assert_lines(client.stdout, CLIENT_LINES)
 
@@ -186,7 +201,7 @@ def test_server_and_client_examples_talk_to_each_other() -> None:
 
 def test_every_example_is_tested() -> None:
     examples = {p.name for p in EXAMPLES.glob("*.py")}
-    mine = set(EXPECTED) | {"server.py", "client.py"}
+    mine = set(EXPECTED) | set(SERVERS) | set(CLIENTS)
     assert mine <= examples
     for name in mine:
         text = (EXAMPLES / name).read_text()
@@ -196,7 +211,7 @@ def test_every_example_is_tested() -> None:
 
 def test_examples_are_mypy_strict_clean() -> None:
     pytest.importorskip("mypy")
-    names = sorted(set(EXPECTED) | {"server.py", "client.py"})
+    names = sorted(set(EXPECTED) | set(SERVERS) | set(CLIENTS))
     done = subprocess.run(
         [sys.executable, "-m", "mypy", "--strict", "--no-incremental", *names],
         capture_output=True,

@@ -66,13 +66,16 @@ pub enum Event {
     Closed,
 }
 
-#[derive(Default)]
 struct Queue {
     events: Vec<Event>,
     /// Message bytes in `events`.
     bytes: usize,
     /// The eventfd was written for what `events` holds.
     told: bool,
+    /// The eventfd; -1 once released (`release_fd`). Used only under the
+    /// lock, so it is never written after it was closed (and its number
+    /// perhaps reused).
+    efd: RawFd,
 }
 
 /// What the reader thread hands to the loop, and the eventfd it rings.
@@ -81,7 +84,6 @@ struct Queue {
 /// TCP, as a slow handler does under the sync API, instead of growing the
 /// queue without end.
 pub struct AioQueue {
-    efd: RawFd,
     limit: usize,
     state: Mutex<Queue>,
     taken: Condvar,
@@ -167,9 +169,13 @@ impl AioQueue {
             return Err(std::io::Error::last_os_error());
         }
         Ok(Arc::new(AioQueue {
-            efd,
             limit: limit.max(1),
-            state: Mutex::new(Queue::default()),
+            state: Mutex::new(Queue {
+                events: Vec::new(),
+                bytes: 0,
+                told: false,
+                efd,
+            }),
             taken: Condvar::new(),
             thread: AtomicUsize::new(0),
             loop_flush: PyOnceLock::new(),
@@ -214,8 +220,22 @@ impl AioQueue {
         }
     }
 
+    /// The eventfd (-1 once released).
     pub fn fd(&self) -> RawFd {
-        self.efd
+        self.state.lock().efd
+    }
+
+    /// Closes the eventfd: the loop has drained the connection's end and
+    /// stopped watching it, and nothing more will come. A closed transport
+    /// that stays referenced keeps no fd (as its socket is released at the
+    /// end too).
+    pub fn release_fd(&self) {
+        let mut q = self.state.lock();
+        if q.efd >= 0 {
+            // SAFETY: our fd, closed once (it is -1 from here on).
+            unsafe { libc::close(q.efd) };
+            q.efd = -1;
+        }
     }
 
     pub fn push(&self, ev: Event) {
@@ -243,27 +263,28 @@ impl AioQueue {
 
     /// Rings the loop if something waits that it was not told about.
     pub fn ring(&self) {
-        let ring = {
-            let mut q = self.state.lock();
-            let ring = !q.events.is_empty() && !q.told;
-            q.told |= ring;
-            ring
-        };
-        if ring {
-            let one: u64 = 1;
-            // SAFETY: writes 8 bytes from a live u64 to our eventfd. It
-            // cannot block (EFD_NONBLOCK) and only fails when the counter
-            // is saturated, when the loop is awake anyway.
-            unsafe { libc::write(self.efd, (&one as *const u64).cast(), 8) };
+        let mut q = self.state.lock();
+        if q.events.is_empty() || q.told || q.efd < 0 {
+            return;
         }
+        q.told = true;
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to our open eventfd (under
+        // the lock: not released meanwhile). It cannot block (EFD_NONBLOCK)
+        // and only fails when the counter is saturated, when the loop is
+        // awake anyway.
+        unsafe { libc::write(q.efd, (&one as *const u64).cast(), 8) };
     }
 
     /// Everything queued so far; the next event rings again.
     pub fn take(&self) -> Vec<Event> {
-        let mut buf = 0u64;
-        // SAFETY: reads 8 bytes into a live u64 (clears the counter).
-        unsafe { libc::read(self.efd, (&mut buf as *mut u64).cast(), 8) };
         let mut q = self.state.lock();
+        if q.efd >= 0 {
+            let mut buf = 0u64;
+            // SAFETY: reads 8 bytes into a live u64 from our open eventfd
+            // (clears the counter; never blocks).
+            unsafe { libc::read(q.efd, (&mut buf as *mut u64).cast(), 8) };
+        }
         q.told = false;
         q.bytes = 0;
         self.taken.notify_all();
@@ -273,9 +294,10 @@ impl AioQueue {
 
 impl Drop for AioQueue {
     fn drop(&mut self) {
-        // SAFETY: our fd, closed once. The loop stopped watching it at the
-        // Closed event (the reader callback holds the transport until then).
-        unsafe { libc::close(self.efd) };
+        // Unless released at the Closed event already: the loop stopped
+        // watching it then (the reader callback holds the transport until
+        // then, or until the loop itself is closed).
+        self.release_fd();
     }
 }
 

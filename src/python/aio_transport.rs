@@ -35,6 +35,8 @@ impl PyTransport {
 
     /// The loop this transport is bound to, if the running one is it.
     pub(super) fn aio_check<'py>(&self, py: Python<'py>) -> PyResult<&Aio> {
+        // In a fork()ed child say so, rather than that the loop is another.
+        self.core()?;
         let aio = self.aio()?;
         if aio.queue.on_loop_thread() {
             // Only the bound loop can be running on its thread: no need to
@@ -308,8 +310,9 @@ impl PyTransport {
         }
         self.inner.handler().clear();
         if let Some(cb) = aio.on_closed.get(py) {
-            cb.call0(py)?;
+            cb.call0(py)?; // the loop stops watching the eventfd
         }
+        aio.queue.release_fd();
         Ok(())
     }
 

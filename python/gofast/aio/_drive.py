@@ -109,7 +109,7 @@ def stream_start(
     messages go (None: nowhere, they are dropped and counted)."""
     from ._stream import Stream
 
-    stream = Stream._remote(native)
+    stream = Stream._remote(native, asyncio.get_running_loop())
     returned = handler(stream, msg)
     if returned is None:
         return None

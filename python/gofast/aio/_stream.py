@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import Self
 
 from .. import _native
+from ..errors import Timeout, UsageError
 from ..message import BinMessage, Message
 from . import _drive
 
@@ -28,9 +30,14 @@ class Stream:
     Use it as ``async with transport.stream(msg) as s:`` to close it at
     the end of the block."""
 
-    __slots__ = ("_native", "_inbox", "_opening")
+    __slots__ = ("_loop", "_pid", "_native", "_inbox", "_opening")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        # Where recv() may wait: on another loop, or in a fork()ed child,
+        # nothing would ever deliver. (Not the transport itself: it holds
+        # this stream while it is open, a cycle the collector cannot see.)
+        self._loop = loop
+        self._pid = os.getpid()
         self._native: _native.Stream | None = None
         # What the peer sends, put in by the drain without a Python call.
         self._inbox = _native.AioInbox(loop)
@@ -38,8 +45,8 @@ class Stream:
         self._opening: Callable[[], Awaitable[None]] | None = None
 
     @classmethod
-    def _remote(cls, native: _native.Stream) -> Stream:
-        s = cls(asyncio.get_running_loop())
+    def _remote(cls, native: _native.Stream, loop: asyncio.AbstractEventLoop) -> Stream:
+        s = cls(loop)
         s._bind(native)
         return s
 
@@ -88,15 +95,26 @@ class Stream:
         nothing arrives in time."""
         if self._native is None:
             await self._opened()
+        self._check_waitable()
         if timeout is None:
             return await self._inbox.recv()
         try:
             async with asyncio.timeout(timeout):
                 return await self._inbox.recv()
         except TimeoutError:
-            from ..errors import Timeout
-
             raise Timeout(f"no stream message within {timeout}s") from None
+
+    def _check_waitable(self) -> None:
+        if os.getpid() != self._pid:
+            raise UsageError(
+                "this stream's transport belongs to the parent process (this is a "
+                "fork()ed child): make a new transport here"
+            )
+        if asyncio.get_running_loop() is not self._loop:
+            raise UsageError(
+                "this stream's gofast.aio transport is bound to another event loop (the "
+                "one it was made on); make a transport on this loop instead"
+            )
 
     def __aiter__(self) -> AsyncIterator[BinMessage]:
         if self._native is not None:

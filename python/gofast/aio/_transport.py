@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
@@ -51,7 +53,11 @@ class Transport:
         self._loop = loop
         self._fd = native._aio_fd()
         self._ended: asyncio.Future[None] = loop.create_future()
-        native._aio_bind(loop, self._on_closed)
+        self._pid = os.getpid()
+        # The hook holds what it needs, not this object: the native
+        # transport keeps it, and a reference back would be a cycle through
+        # it that the collector cannot see (never freed, its eventfd kept).
+        native._aio_bind(loop, functools.partial(_closed, loop, self._fd, self._ended))
         loop.add_reader(self._fd, native._aio_drain)
 
     @classmethod
@@ -70,12 +76,6 @@ class Transport:
         sock.setblocking(True)  # the core's threads block on it
         args = _native_args(sock, name, version, settings, dialed, tls, server_name)
         return cls(_native.Transport(*args, aio=True), loop)
-
-    def _on_closed(self) -> None:
-        # On the loop, once the connection's end has been drained.
-        self._loop.remove_reader(self._fd)
-        if not self._ended.done():
-            self._ended.set_result(None)
 
     # ---- handlers ------------------------------------------------------------
 
@@ -316,13 +316,19 @@ class Transport:
 
     async def aclose(self) -> None:
         """Closes as :meth:`close` does without blocking the loop, and
-        returns once pending requests and streams have been ended."""
+        returns once pending requests and streams have been ended. In a
+        fork()ed child it does nothing, as :meth:`close`: the connection is
+        the parent's."""
+        if os.getpid() != self._pid:
+            return
+        self._t._aio_check()
         await self._loop.run_in_executor(None, self._t.close)
         await self.wait_closed()
 
     async def wait_closed(self) -> None:
         """Returns once the connection has ended (by either side) and its
         end has reached the loop (pending requests failed, streams ended)."""
+        self._t._aio_check()
         await asyncio.shield(self._ended)
 
     async def __aenter__(self) -> Self:
@@ -342,6 +348,14 @@ class Transport:
             f"<gofast.aio.Transport {self.name!r} {state} "
             f"{self.local_address}->{self.peer_address}>"
         )
+
+
+def _closed(loop: asyncio.AbstractEventLoop, fd: int, ended: asyncio.Future[None]) -> None:
+    # On the loop, once the connection's end has been drained (once: then
+    # the eventfd is closed and its number may be reused).
+    if not ended.done():
+        loop.remove_reader(fd)
+        ended.set_result(None)
 
 
 async def connect(
