@@ -89,8 +89,8 @@ fn thread_cpu_ns() -> u64 {
 fn pki() -> (String, String, String) {
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key"))
-        .expect("ca");
+    let ca =
+        CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key")).expect("ca");
     let key = KeyPair::generate().expect("key");
     let params = CertificateParams::new(vec!["localhost".to_string()]).expect("params");
     let cert = params.signed_by(&key, &ca).expect("cert");
@@ -128,9 +128,13 @@ fn tls_pair() -> ((Socket, TlsLink), (Socket, TlsLink)) {
     let shake = |sock: Socket, link: TlsLink| {
         move || {
             let t = Duration::from_secs(10);
-            link.handshake(&sock, Instant::now() + t, t, Duration::from_millis(50), &mut || {
-                Ok(())
-            })
+            link.handshake(
+                &sock,
+                Instant::now() + t,
+                t,
+                Duration::from_millis(50),
+                &mut || Ok(()),
+            )
             .expect("handshake");
             (sock, link)
         }
@@ -141,7 +145,7 @@ fn tls_pair() -> ((Socket, TlsLink), (Socket, TlsLink)) {
 }
 
 /// One batch's pieces, as `Queue::pieces` gives them.
-fn pieces(data: &[u8], put: &mut dyn FnMut(&[u8])) {
+fn pieces<'a>(data: &'a [u8], put: &mut dyn FnMut(&'a [u8])) {
     for _ in 0..BATCH {
         put(&HEAD);
         put(data);
