@@ -457,7 +457,8 @@ impl TlsLink {
             rx.ended = 0;
             rx.fed = false;
         }
-        // Whole batches are encrypted at once; the writer drains them itself.
+        // A send encrypts up to TX_CHUNK before it hands records to the
+        // socket (and a stalled one everything): rustls need not stop it.
         conn.set_buffer_limit(None);
         let peer = conn
             .peer_certificates()
