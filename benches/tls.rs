@@ -7,6 +7,9 @@
 //!
 //! * `link_bulk/tcp`: `send` of the batch; `ReadBuf::fill`.
 //! * `link_bulk/tls`: `TlsLink::send` (encrypt, send); `TlsLink::fill`.
+//! * `link_round_trip/tls`: one 87-byte record each way (the size of a
+//!   64-byte REQUEST), an echo thread on the other side: what TLS adds to
+//!   a round trip.
 //!
 //! Run: `cargo bench --no-default-features --bench tls` (add `-- --quick`
 //! for a short run).
@@ -239,5 +242,47 @@ fn tls(c: &mut Criterion) {
     drop((cs, ss));
 }
 
-criterion_group!(benches, plain, tls);
+fn round_trip(c: &mut Criterion) {
+    const LEN: usize = 87;
+    let ((cs, cl), (ss, sl)) = tls_pair();
+    let echo = thread::spawn(move || {
+        let mut rb = ReadBuf::new(4096, 1 << 20);
+        loop {
+            match sl.fill(&mut rb, ss.as_raw_fd(), false, &|| {}) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            while rb.data().len() >= LEN {
+                let msg = rb.data()[..LEN].to_vec();
+                rb.consume(LEN);
+                if sl.send(ss.as_raw_fd(), &mut |put| put(&msg), true).is_err() {
+                    return;
+                }
+            }
+            rb.settle(LEN);
+        }
+    });
+    let msg = [b'r'; LEN];
+    let fd = cs.as_raw_fd();
+    let mut rb = ReadBuf::new(4096, 1 << 20);
+    let mut group = c.benchmark_group("link_round_trip");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("tls", |b| {
+        b.iter(|| {
+            let (n, all) = cl.send(fd, &mut |put| put(&msg), false).expect("send");
+            assert!(n == LEN && all);
+            while rb.data().len() < LEN {
+                assert!(cl.fill(&mut rb, fd, false, &|| {}).expect("read") > 0);
+            }
+            rb.consume(LEN);
+            rb.settle(LEN);
+        })
+    });
+    group.finish();
+    cl.send_close_notify(fd);
+    let _ = cs.shutdown();
+    echo.join().expect("echo thread");
+}
+
+criterion_group!(benches, plain, tls, round_trip);
 criterion_main!(benches);

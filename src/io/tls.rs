@@ -558,7 +558,8 @@ impl TlsLink {
             fd,
             blocking,
             stalled: false,
-            unsent: Vec::new(),
+            unsent: [io::IoSlice::new(&[]); UNSENT_MAX],
+            unsent_count: 0,
             unsent_len: 0,
             taken: 0,
             failed: None,
@@ -582,6 +583,8 @@ impl TlsLink {
 /// the next are encrypted, and that rustls's records are freed (and their
 /// memory reused) while still in cache.
 const TX_CHUNK: usize = 256 * 1024;
+/// Pieces encrypted together at most (a frame has up to three).
+const UNSENT_MAX: usize = 48;
 /// Largest backlog buffer kept once it is sent.
 const TX_KEEP: usize = 1024 * 1024;
 
@@ -598,7 +601,8 @@ struct Sealer<'a, 'g, 'p> {
     stalled: bool,
     /// Pieces taken and not yet encrypted: encrypted together, so that a
     /// frame's head and end share records with its data.
-    unsent: Vec<io::IoSlice<'p>>,
+    unsent: [io::IoSlice<'p>; UNSENT_MAX],
+    unsent_count: usize,
     unsent_len: usize,
     taken: usize,
     failed: Option<io::Error>,
@@ -609,9 +613,15 @@ impl<'p> Sealer<'_, '_, 'p> {
         if self.failed.is_some() || piece.is_empty() {
             return;
         }
-        self.unsent.push(io::IoSlice::new(piece));
+        self.unsent[self.unsent_count] = io::IoSlice::new(piece);
+        self.unsent_count += 1;
         self.unsent_len += piece.len();
         self.taken += piece.len();
+        if self.unsent_count == UNSENT_MAX {
+            if let Err(e) = self.seal() {
+                self.failed = Some(e);
+            }
+        }
         if self.unsent_len >= TX_CHUNK {
             if let Err(e) = self.flush() {
                 self.failed = Some(e);
@@ -624,28 +634,29 @@ impl<'p> Sealer<'_, '_, 'p> {
         let Some(conn) = self.conn.as_mut() else {
             return Ok(());
         };
+        let unsent = &self.unsent[..self.unsent_count];
         let mut from = 0;
         let mut skip = 0;
-        while from < self.unsent.len() {
+        while from < unsent.len() {
             let n = if skip == 0 {
-                conn.writer().write_vectored(&self.unsent[from..])?
+                conn.writer().write_vectored(&unsent[from..])?
             } else {
                 // The rare rest of a piece (rustls took part of it).
-                conn.writer().write(&self.unsent[from][skip..])?
+                conn.writer().write(&unsent[from][skip..])?
             };
             if n == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }
             // Past what rustls took.
             let mut left = n;
-            while from < self.unsent.len() && left >= self.unsent[from].len() - skip {
-                left -= self.unsent[from].len() - skip;
+            while from < unsent.len() && left >= unsent[from].len() - skip {
+                left -= unsent[from].len() - skip;
                 skip = 0;
                 from += 1;
             }
             skip += left;
         }
-        self.unsent.clear();
+        self.unsent_count = 0;
         self.unsent_len = 0;
         Ok(())
     }
@@ -701,12 +712,20 @@ impl Write for SendNow {
     }
 
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
+        if let [one] = bufs {
+            // SAFETY: sends from a live slice.
+            let n = unsafe { libc::send(self.0, one.as_ptr().cast(), one.len(), flags) };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            return Ok(n as usize);
+        }
         // SAFETY: an all-zero msghdr is valid (no address, no control data).
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
         // IoSlice is an iovec on unix; the kernel only reads through it.
         msg.msg_iov = bufs.as_ptr().cast_mut().cast();
         msg.msg_iovlen = bufs.len() as _;
-        let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
         // SAFETY: the iovecs point into live slices borrowed for this call.
         let n = unsafe { libc::sendmsg(self.0, &msg, flags) };
         if n < 0 {
@@ -813,6 +832,11 @@ impl Ciphertext {
                 Ok(0) => return Ok(Some(put)), // the peer's close_notify
                 Ok(n) => {
                     put += n;
+                    // Room left: rustls had no more; nor is there more to
+                    // open (a small message's usual case: done at once).
+                    if rb.room() > 0 && self.start == self.buf.len() && !self.fed {
+                        return Ok(Some(put));
+                    }
                     continue;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
