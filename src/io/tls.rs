@@ -560,7 +560,7 @@ impl TlsLink {
             stalled: false,
             unsent: [io::IoSlice::new(&[]); UNSENT_MAX],
             unsent_count: 0,
-            unsent_len: 0,
+            since_send: 0,
             taken: 0,
             failed: None,
         };
@@ -603,7 +603,8 @@ struct Sealer<'a, 'g, 'p> {
     /// frame's head and end share records with its data.
     unsent: [io::IoSlice<'p>; UNSENT_MAX],
     unsent_count: usize,
-    unsent_len: usize,
+    /// Plaintext taken since the last send.
+    since_send: usize,
     taken: usize,
     failed: Option<io::Error>,
 }
@@ -613,20 +614,21 @@ impl<'p> Sealer<'_, '_, 'p> {
         if self.failed.is_some() || piece.is_empty() {
             return;
         }
+        let made = if self.since_send >= TX_CHUNK {
+            self.flush()
+        } else if self.unsent_count == self.unsent.len() {
+            self.seal()
+        } else {
+            Ok(())
+        };
+        if let Err(e) = made {
+            self.failed = Some(e);
+            return;
+        }
         self.unsent[self.unsent_count] = io::IoSlice::new(piece);
         self.unsent_count += 1;
-        self.unsent_len += piece.len();
+        self.since_send += piece.len();
         self.taken += piece.len();
-        if self.unsent_count == UNSENT_MAX {
-            if let Err(e) = self.seal() {
-                self.failed = Some(e);
-            }
-        }
-        if self.unsent_len >= TX_CHUNK {
-            if let Err(e) = self.flush() {
-                self.failed = Some(e);
-            }
-        }
     }
 
     /// Encrypts what is unsent into rustls's queue.
@@ -657,7 +659,6 @@ impl<'p> Sealer<'_, '_, 'p> {
             skip += left;
         }
         self.unsent_count = 0;
-        self.unsent_len = 0;
         Ok(())
     }
 
@@ -668,6 +669,7 @@ impl<'p> Sealer<'_, '_, 'p> {
             return Err(e);
         }
         self.seal()?;
+        self.since_send = 0;
         loop {
             let Some(conn) = self.conn.as_mut() else {
                 return Ok(());
