@@ -68,6 +68,11 @@ impl ReadBuf {
         Ok(n)
     }
 
+    /// Free space at the end, without making room.
+    pub fn room(&self) -> usize {
+        self.buf.capacity() - self.buf.len()
+    }
+
     /// Reads once through `read` (a TLS session's plaintext) into at most
     /// `chunk` bytes of the free space, making room first.
     pub fn fill_via(

@@ -3,17 +3,22 @@
 //! them as such).
 //!
 //! rustls keeps one state for both directions, so the reader and the writer
-//! share `conn` behind a lock, and neither does socket I/O while holding it:
-//! the reader receives ciphertext into its own buffer and only then locks to
-//! decrypt; a sender encrypts under the lock into `tx` and sends after
-//! unlocking. TLS records carry sequence numbers, so ciphertext must reach
-//! the socket in the order it was made: `tx` is held from encryption to the
-//! end of the send, and what a non-blocking send leaves in it goes before
-//! anything newer. The reader never sends: when rustls has something to
-//! send after a read (a key update), it wakes the writer thread.
+//! share `conn` behind a lock, and neither blocks on the socket while
+//! holding it: the reader receives ciphertext into its own buffer and only
+//! then locks to decrypt; a sender encrypts under the lock and hands the
+//! records to the socket straight from rustls's buffers without blocking,
+//! a chunk at a time; when the socket is full, a blocking sender waits for
+//! room without the lock, and a non-blocking one copies what is left into
+//! `tx`. TLS records carry sequence numbers, so ciphertext must reach the
+//! socket in the order it was made: rustls's queue is in that order, `tx`
+//! is held from encryption to the end of the send, and what a non-blocking
+//! send leaves in it goes before anything newer. The reader never sends:
+//! when rustls has something to send after a read (a key update), it wakes
+//! the writer thread.
 //!
 //! Lock order: `rx` → `conn`; `tx` → `conn`. `conn` is a leaf, held for the
-//! time of a decrypt or encrypt; none of them is held with the GIL.
+//! time of a decrypt, or an encrypt and its non-blocking sends; none of
+//! them is held with the GIL.
 
 use std::io::{self, Read, Write};
 use std::os::fd::RawFd;
@@ -243,8 +248,9 @@ pub struct PeerCertificate {
     pub subject: String,
 }
 
-/// Gives a sender's bytes, in order, to the function it is handed.
-pub type Pieces<'a> = dyn FnMut(&mut dyn FnMut(&[u8])) + 'a;
+/// Gives a sender's bytes, in order, to the function it is handed, as
+/// slices that live as long as the send (so small ones can share records).
+pub type Pieces<'a> = dyn FnMut(&mut dyn FnMut(&'a [u8])) + 'a;
 
 /// One connection's TLS state.
 pub struct TlsLink {
@@ -263,9 +269,58 @@ struct Ciphertext {
     eof: bool,
     /// ...and rustls has been told.
     eof_told: bool,
+    /// The last receive was small: the buffer shrinks to `RX_QUIET`.
+    quiet: bool,
+    /// The first byte the peer sent (a plaintext peer's tells who it is).
+    first: Option<u8>,
+    /// Where the bytes given to rustls are in their records, so that it
+    /// opens records once they are whole rather than after every piece.
+    records: RecordCount,
+    /// Records that ended in what rustls was given since it last opened.
+    ended: usize,
+    /// Bytes given to rustls since it last opened records.
+    fed: bool,
 }
 
-/// Ciphertext made and not yet sent: `buf[sent..]`.
+/// Follows TLS record framing (a 5-byte header whose last two bytes are
+/// the length of what follows) over a byte stream given piece by piece.
+/// Only a hint of when to open records: a wrong count costs calls, never
+/// bytes (everything given is opened before more is awaited).
+#[derive(Default)]
+struct RecordCount {
+    head: [u8; 5],
+    head_len: usize,
+    /// Bytes left of the current record's body.
+    left: usize,
+}
+
+impl RecordCount {
+    /// How many records end within `bytes`, the stream's next bytes.
+    fn track(&mut self, mut bytes: &[u8]) -> usize {
+        let mut ended = 0;
+        while !bytes.is_empty() {
+            if self.left > 0 {
+                let k = self.left.min(bytes.len());
+                self.left -= k;
+                bytes = &bytes[k..];
+                ended += usize::from(self.left == 0);
+                continue;
+            }
+            let k = (self.head.len() - self.head_len).min(bytes.len());
+            self.head[self.head_len..self.head_len + k].copy_from_slice(&bytes[..k]);
+            self.head_len += k;
+            bytes = &bytes[k..];
+            if self.head_len == self.head.len() {
+                self.head_len = 0;
+                self.left = usize::from(u16::from_be_bytes([self.head[3], self.head[4]]));
+                ended += usize::from(self.left == 0);
+            }
+        }
+        ended
+    }
+}
+
+/// Ciphertext a stalled non-blocking send left: `buf[sent..]`.
 #[derive(Default)]
 struct Outgoing {
     buf: Vec<u8>,
@@ -296,10 +351,12 @@ impl Outgoing {
     }
 }
 
-/// Ciphertext received per system call: a few full TLS records.
-const RX_CHUNK: usize = 64 * 1024;
-/// Plaintext taken from rustls per read: its plaintext buffer holds 16 KiB.
-const PLAIN_CHUNK: usize = 64 * 1024;
+/// Ciphertext received per system call at most: as much as a plain
+/// transport's receive buffer takes by default (`buffersize`), so that a
+/// busy TLS link makes as few system calls, and as large batches.
+const RX_CHUNK: usize = 256 * 1024;
+/// ...and while traffic is light (what an idle link keeps).
+const RX_QUIET: usize = 16 * 1024;
 
 impl TlsLink {
     fn new(conn: Connection) -> TlsLink {
@@ -344,9 +401,9 @@ impl TlsLink {
         use std::os::fd::AsRawFd;
         let mut io = FdIo {
             fd: sock.as_raw_fd(),
-            first: None,
         };
         // Nothing else uses the connection until the handshake is done.
+        let mut rx = self.rx.lock();
         let mut conn = self.conn.lock();
         let mut wait = || -> Result<()> {
             if Instant::now() >= deadline {
@@ -368,29 +425,40 @@ impl TlsLink {
             if !conn.is_handshaking() {
                 break;
             }
-            match conn.read_tls(&mut io) {
-                Ok(0) => return Err(Error::Tls(closed_during_handshake(conn.is_handshaking()))),
-                Ok(_) => {
-                    if let Err(e) = conn.process_new_packets() {
-                        // Tell the peer why (the alert rustls queued, maybe
-                        // behind a ChangeCipherSpec), best effort; then read
-                        // what it sent, since closing with
-                        // unread bytes resets the connection, which can
-                        // discard the alert before the peer reads it.
-                        while conn.wants_write() {
-                            if !matches!(conn.write_tls(&mut io), Ok(n) if n > 0) {
-                                break;
-                            }
-                        }
-                        discard_input(io.fd);
-                        return Err(Error::Tls(explain(&e, io.first)));
+            if rx.unread().is_empty() {
+                // Through `rx`, as after the handshake, so that its count of
+                // records starts with the first byte.
+                match rx.receive(io.fd, false) {
+                    Ok(()) if rx.eof => {
+                        return Err(Error::Tls(closed_during_handshake(conn.is_handshaking())))
+                    }
+                    Ok(()) => {}
+                    Err(e) if is_wait(&e) => wait()?,
+                    Err(e) => return Err(Error::Closed(format!("during the TLS handshake: {e}"))),
+                }
+                continue;
+            }
+            rx.feed(&mut conn)
+                .map_err(|e| Error::Closed(format!("during the TLS handshake: {e}")))?;
+            if let Err(e) = conn.process_new_packets() {
+                // Tell the peer why (the alert rustls queued, maybe
+                // behind a ChangeCipherSpec), best effort; then read
+                // what it sent, since closing with
+                // unread bytes resets the connection, which can
+                // discard the alert before the peer reads it.
+                while conn.wants_write() {
+                    if !matches!(conn.write_tls(&mut io), Ok(n) if n > 0) {
+                        break;
                     }
                 }
-                Err(e) if is_wait(&e) => wait()?,
-                Err(e) => return Err(Error::Closed(format!("during the TLS handshake: {e}"))),
+                discard_input(io.fd);
+                return Err(Error::Tls(explain(&e, rx.first)));
             }
+            rx.ended = 0;
+            rx.fed = false;
         }
-        // Whole batches are encrypted at once; the writer drains them itself.
+        // A send encrypts up to TX_CHUNK before it hands records to the
+        // socket (and a stalled one everything): rustls need not stop it.
         conn.set_buffer_limit(None);
         let peer = conn
             .peer_certificates()
@@ -416,45 +484,22 @@ impl TlsLink {
     ) -> io::Result<usize> {
         let mut rx = self.rx.lock();
         loop {
-            let mut wants_write = false;
-            let mut fed = false;
-            {
+            let (opened, kick) = {
                 let mut conn = self.conn.lock();
-                // Records rustls holds but has not opened (those that came
-                // in with the end of the handshake) are opened here.
-                if let Err(e) = conn.process_new_packets() {
-                    return Err(tls_failure(explain(&e, None)));
-                }
-                match rb.fill_via(PLAIN_CHUNK, |dst| conn.reader().read(dst)) {
-                    Ok(n) => return Ok(n), // 0: the peer's close_notify
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    // The socket closed without close_notify: an end all the same.
-                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
-                    Err(e) => return Err(e),
-                }
-                let unread = rx.start < rx.buf.len();
-                if !unread && rx.eof_told {
-                    return Ok(0);
-                }
-                if unread || rx.eof {
-                    // An empty slice at the end tells rustls the socket ended.
-                    let mut rest = &rx.buf[rx.start..];
-                    let used = conn.read_tls(&mut rest)?;
-                    rx.start += used;
-                    rx.eof_told = rx.eof && rx.start == rx.buf.len();
-                    if let Err(e) = conn.process_new_packets() {
-                        return Err(tls_failure(explain(&e, None)));
-                    }
-                    wants_write = conn.wants_write();
-                    fed = true;
-                }
-            }
-            if wants_write {
+                // A blocking sender may have left its own records queued
+                // while it waits for room: only what this read adds is
+                // news for the writer.
+                let queued = conn.wants_write();
+                let opened = rx.open(&mut conn, rb);
+                (opened, !queued && conn.wants_write())
+            };
+            if kick {
                 wake_writer();
             }
-            if !fed && !rx.eof {
-                rx.receive(fd, nonblocking)?;
+            if let Some(n) = opened? {
+                return Ok(n);
             }
+            rx.receive(fd, nonblocking)?;
         }
     }
 
@@ -464,11 +509,34 @@ impl TlsLink {
     /// to the first EAGAIN, keeping the rest to go first next time.
     /// Returns the plaintext bytes taken (all of them) and whether every
     /// byte of ciphertext reached the socket.
-    pub fn send(
+    ///
+    /// The records go to the socket from rustls's own buffers, a chunk at a
+    /// time as they are made (no copy, and the receiver starts decrypting
+    /// while the rest is encrypted); only what a full socket leaves of a
+    /// non-blocking send is copied out, into `tx`.
+    pub fn send<'p>(
         &self,
         fd: RawFd,
-        pieces: &mut Pieces<'_>,
+        pieces: &mut Pieces<'p>,
         blocking: bool,
+    ) -> io::Result<(usize, bool)> {
+        self.send_then(fd, pieces, blocking, false)
+    }
+
+    /// Queues our close_notify and sends it (after the writer has stopped).
+    pub fn send_close_notify(&self, fd: RawFd) {
+        let _ = self.send_then(fd, &mut |_| {}, true, true);
+    }
+
+    /// `send`, and then, with `close`, our close_notify: queued under the
+    /// same hold of `tx` and `conn`, so no other send's records can follow
+    /// it.
+    fn send_then<'p>(
+        &self,
+        fd: RawFd,
+        pieces: &mut Pieces<'p>,
+        blocking: bool,
+        close: bool,
     ) -> io::Result<(usize, bool)> {
         let mut tx = self.tx.lock();
         // While older ciphertext waits for a full socket, a non-blocking
@@ -478,48 +546,235 @@ impl TlsLink {
         if !tx.send(fd, blocking)? {
             return Ok((0, false));
         }
-        tx.buf.clear();
         tx.sent = 0;
-        let mut taken = 0;
-        {
-            let mut conn = self.conn.lock();
-            let mut failed = None;
-            pieces(&mut |piece| {
-                if failed.is_none() {
-                    match conn.writer().write_all(piece) {
-                        Ok(()) => taken += piece.len(),
-                        Err(e) => failed = Some(e),
-                    }
-                }
-            });
-            if let Some(e) = failed {
-                return Err(e);
-            }
-            while conn.wants_write() {
-                conn.write_tls(&mut tx.buf)?;
+        if tx.buf.capacity() > TX_KEEP {
+            tx.buf = Vec::new(); // a stalled burst's buffer goes once sent
+        }
+        tx.buf.clear();
+        let mut out = Sealer {
+            conn: Some(self.conn.lock()),
+            link: self,
+            tx: &mut tx,
+            fd,
+            blocking,
+            stalled: false,
+            unsent: [io::IoSlice::new(&[]); UNSENT_MAX],
+            unsent_count: 0,
+            since_send: 0,
+            taken: 0,
+            failed: None,
+        };
+        pieces(&mut |piece| out.put(piece));
+        if close {
+            out.seal()?;
+            if let Some(conn) = out.conn.as_mut() {
+                conn.send_close_notify();
             }
         }
-        let done = tx.send(fd, blocking)?;
-        if done && tx.buf.capacity() > RX_CHUNK * 4 {
-            tx.buf = Vec::new(); // a bulk burst's buffer goes when it is done
+        out.flush()?;
+        // Unless it stalled, every record went from rustls to the socket.
+        Ok((out.taken, !out.stalled))
+    }
+}
+
+/// Plaintext encrypted between two sends: enough that the system calls
+/// are as few as a plain transport's for bulk (one per 64 KiB cost a
+/// third more in the kernel), few enough that the receiver gets them while
+/// the next are encrypted, and that rustls's records are freed (and their
+/// memory reused) while still in cache.
+const TX_CHUNK: usize = 256 * 1024;
+/// Pieces encrypted together at most (a frame has up to three).
+const UNSENT_MAX: usize = 48;
+/// Largest backlog buffer kept once it is sent.
+const TX_KEEP: usize = 1024 * 1024;
+
+/// One `send`: encrypts pieces under `conn` and sends the records from
+/// rustls's buffers each `TX_CHUNK`.
+struct Sealer<'a, 'g, 'p> {
+    link: &'a TlsLink,
+    /// `conn`, held except while a blocking sender waits for room.
+    conn: Option<crate::sync::MutexGuard<'a, Connection>>,
+    tx: &'g mut Outgoing,
+    fd: RawFd,
+    blocking: bool,
+    /// A non-blocking send found the socket full: the rest goes to `tx`.
+    stalled: bool,
+    /// Pieces taken and not yet encrypted: encrypted together, so that a
+    /// frame's head and end share records with its data.
+    unsent: [io::IoSlice<'p>; UNSENT_MAX],
+    unsent_count: usize,
+    /// Plaintext taken since the last send.
+    since_send: usize,
+    taken: usize,
+    failed: Option<io::Error>,
+}
+
+impl<'p> Sealer<'_, '_, 'p> {
+    fn put(&mut self, piece: &'p [u8]) {
+        if self.failed.is_some() || piece.is_empty() {
+            return;
         }
-        Ok((taken, done))
+        let made = if self.since_send >= TX_CHUNK {
+            self.flush()
+        } else if self.unsent_count == self.unsent.len() {
+            self.seal()
+        } else {
+            Ok(())
+        };
+        if let Err(e) = made {
+            self.failed = Some(e);
+            return;
+        }
+        self.unsent[self.unsent_count] = io::IoSlice::new(piece);
+        self.unsent_count += 1;
+        self.since_send += piece.len();
+        self.taken += piece.len();
     }
 
-    /// Queues our close_notify and sends it (after the writer has stopped).
-    pub fn send_close_notify(&self, fd: RawFd) {
-        self.conn.lock().send_close_notify();
-        let _ = self.send(fd, &mut |_| {}, true);
+    /// Encrypts what is unsent into rustls's queue.
+    fn seal(&mut self) -> io::Result<()> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(());
+        };
+        let unsent = &self.unsent[..self.unsent_count];
+        let mut from = 0;
+        let mut skip = 0;
+        while from < unsent.len() {
+            let n = if skip == 0 {
+                conn.writer().write_vectored(&unsent[from..])?
+            } else {
+                // The rare rest of a piece (rustls took part of it).
+                conn.writer().write(&unsent[from][skip..])?
+            };
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            // Past what rustls took.
+            let mut left = n;
+            while from < unsent.len() && left >= unsent[from].len() - skip {
+                left -= unsent[from].len() - skip;
+                skip = 0;
+                from += 1;
+            }
+            skip += left;
+        }
+        self.unsent_count = 0;
+        Ok(())
+    }
+
+    /// Encrypts and sends what is unsent, after the records rustls holds
+    /// (any failure of `put` first).
+    fn flush(&mut self) -> io::Result<()> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        self.seal()?;
+        self.since_send = 0;
+        loop {
+            let Some(conn) = self.conn.as_mut() else {
+                return Ok(());
+            };
+            if !conn.wants_write() {
+                return Ok(());
+            }
+            if self.stalled {
+                // Behind ciphertext that waits in `tx`: after it, in order.
+                while conn.wants_write() {
+                    conn.write_tls(&mut self.tx.buf)?;
+                }
+                return Ok(());
+            }
+            match conn.write_tls(&mut SendNow(self.fd)) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && !self.blocking => {
+                    self.stalled = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // Waits for room without `conn`, which the reader
+                    // needs meanwhile to decrypt (what it makes goes in
+                    // rustls's queue after ours: the order holds).
+                    self.conn = None;
+                    let waited = wait_writable(self.fd);
+                    self.conn = Some(self.link.conn.lock());
+                    waited?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Sends without blocking (rustls hands over up to 64 records at once).
+struct SendNow(RawFd);
+
+impl Write for SendNow {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_vectored(&[io::IoSlice::new(buf)])
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
+        if let [one] = bufs {
+            // SAFETY: sends from a live slice.
+            let n = unsafe { libc::send(self.0, one.as_ptr().cast(), one.len(), flags) };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            return Ok(n as usize);
+        }
+        // SAFETY: an all-zero msghdr is valid (no address, no control data).
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        // IoSlice is an iovec on unix; the kernel only reads through it.
+        msg.msg_iov = bufs.as_ptr().cast_mut().cast();
+        msg.msg_iovlen = bufs.len() as _;
+        // SAFETY: the iovecs point into live slices borrowed for this call.
+        let n = unsafe { libc::sendmsg(self.0, &msg, flags) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Blocks until the socket takes more (or has failed: the send says how).
+fn wait_writable(fd: RawFd) -> io::Result<()> {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: one valid pollfd owned by this frame.
+        if unsafe { libc::poll(&mut pfd, 1, -1) } >= 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
     }
 }
 
 impl Ciphertext {
+    fn unread(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
     fn receive(&mut self, fd: RawFd, nonblocking: bool) -> io::Result<()> {
         if self.start == self.buf.len() {
             self.buf.clear();
             self.start = 0;
+            if self.quiet && self.buf.capacity() > RX_QUIET {
+                self.buf = Vec::new(); // a burst's pages go when it is over
+            }
         }
-        self.buf.reserve(RX_CHUNK);
+        self.buf
+            .reserve(if self.quiet { RX_QUIET } else { RX_CHUNK });
         let spare = self.buf.spare_capacity_mut();
         let flags = if nonblocking { libc::MSG_DONTWAIT } else { 0 };
         loop {
@@ -529,6 +784,10 @@ impl Ciphertext {
             if n > 0 {
                 // SAFETY: recv initialised exactly these n bytes.
                 unsafe { self.buf.set_len(self.buf.len() + n as usize) };
+                self.quiet = (n as usize) < RX_QUIET;
+                if self.first.is_none() {
+                    self.first = self.buf.get(self.start).copied();
+                }
                 return Ok(());
             }
             if n == 0 {
@@ -539,6 +798,83 @@ impl Ciphertext {
             if err.kind() != io::ErrorKind::Interrupted {
                 return Err(err);
             }
+        }
+    }
+
+    /// Gives rustls as much of the unread ciphertext as it takes at once.
+    fn feed(&mut self, conn: &mut Connection) -> io::Result<usize> {
+        let mut rest = &self.buf[self.start..];
+        let used = conn.read_tls(&mut rest)?;
+        let given = &self.buf[self.start..self.start + used];
+        self.ended += self.records.track(given);
+        self.fed |= used > 0;
+        self.start += used;
+        Ok(used)
+    }
+
+    /// Opens the records received so far and moves their plaintext into
+    /// `rb`, up to its free space. `Some(n)`: n bytes, 0 at the end of the
+    /// connection; `None`: rustls needs more ciphertext first.
+    fn open(&mut self, conn: &mut Connection, rb: &mut ReadBuf) -> io::Result<Option<usize>> {
+        let mut put = 0;
+        loop {
+            // Everything given is opened before more is awaited, whatever
+            // the count of records says.
+            if self.ended > 0 || (self.fed && self.start == self.buf.len()) {
+                self.ended = 0;
+                self.fed = false;
+                if let Err(e) = conn.process_new_packets() {
+                    return Err(tls_failure(explain(&e, None)));
+                }
+            }
+            if put > 0 && rb.room() == 0 {
+                return Ok(Some(put)); // the transport consumes first
+            }
+            match rb.fill_via(usize::MAX, |dst| conn.reader().read(dst)) {
+                Ok(0) => return Ok(Some(put)), // the peer's close_notify
+                Ok(n) => {
+                    put += n;
+                    // Room left: rustls had no more; nor is there more to
+                    // open (a small message's usual case: done at once).
+                    if rb.room() > 0 && self.start == self.buf.len() && !self.fed {
+                        return Ok(Some(put));
+                    }
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // The socket closed without close_notify: an end all the same.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(Some(put)),
+                Err(e) => return Err(e),
+            }
+            if self.start < self.buf.len() {
+                match self.feed(conn) {
+                    Ok(0) => {
+                        // Not after a close_notify (the read above ends
+                        // then): an error rather than a loop.
+                        let why = "rustls takes no more of the ciphertext received";
+                        return Err(tls_failure(format!("TLS: {why}")));
+                    }
+                    Ok(_) => continue,
+                    Err(e) => {
+                        // rustls refuses more (a record longer than TLS
+                        // allows): opening says what is wrong.
+                        if let Err(t) = conn.process_new_packets() {
+                            return Err(tls_failure(explain(&t, None)));
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+            if self.fed {
+                continue;
+            }
+            if self.eof && !self.eof_told {
+                // An empty read tells rustls the socket ended.
+                conn.read_tls(&mut &[][..])?;
+                self.eof_told = true;
+                continue;
+            }
+            return Ok((put > 0 || self.eof_told).then_some(put));
         }
     }
 }
@@ -567,25 +903,9 @@ fn is_wait(e: &io::Error) -> bool {
     )
 }
 
-/// The socket for the handshake's blocking I/O (timeouts set on it), which
-/// remembers the first byte the peer sent, to tell a plaintext peer.
+/// The socket for the handshake's blocking writes (timeouts set on it).
 struct FdIo {
     fd: RawFd,
-    first: Option<u8>,
-}
-
-impl Read for FdIo {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        // SAFETY: recv writes at most buf.len() bytes into buf.
-        let n = unsafe { libc::recv(self.fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if n > 0 && self.first.is_none() {
-            self.first = Some(buf[0]);
-        }
-        Ok(n as usize)
-    }
 }
 
 impl Write for FdIo {
@@ -808,5 +1128,76 @@ mod tests {
     fn bad_pem_is_a_settings_error() {
         let e = TlsConfig::new(Some(b"junk"), Some(b"junk"), None, false, ClientAuth::None);
         assert!(matches!(e, Err(Error::Settings(m)) if m.contains("cert")));
+    }
+
+    fn linked() -> ((Socket, TlsLink), (Socket, TlsLink)) {
+        let pki = pki();
+        let server = config(&pki, Some(&pki.server), ClientAuth::None)
+            .server()
+            .unwrap();
+        let client = config(&pki, None, ClientAuth::None)
+            .client("localhost")
+            .unwrap();
+        let (c, s) = handshake(client, server);
+        (c.unwrap(), s.unwrap())
+    }
+
+    #[test]
+    fn a_stalled_send_keeps_its_rest_first_and_takes_nothing_new_meanwhile() {
+        let ((cs, cl), (ss, sl)) = linked();
+        let fd = cs.as_raw_fd();
+        // Far more than a socket pair holds, so a non-blocking send stalls.
+        let big: Vec<u8> = (0..4_000_000u32).map(|i| (i % 253) as u8).collect();
+        let (n, all) = cl.send(fd, &mut |put| put(&big), false).unwrap();
+        assert_eq!((n, all), (big.len(), false), "all taken, not all sent");
+        // The backlog waits for the peer: nothing new is taken.
+        assert_eq!(
+            cl.send(fd, &mut |put| put(b"next"), false).unwrap(),
+            (0, false)
+        );
+        let reader = std::thread::spawn(move || read_exactly(&sl, &ss, 4_000_004));
+        let (n, all) = cl.send(fd, &mut |put| put(b"next"), true).unwrap();
+        assert_eq!((n, all), (4, true));
+        let got = reader.join().unwrap();
+        assert!(got[..big.len()] == big[..] && &got[big.len()..] == b"next");
+    }
+
+    #[test]
+    fn many_small_pieces_arrive_whole_and_in_order() {
+        let ((cs, cl), (ss, sl)) = linked();
+        let pieces: Vec<Vec<u8>> = (0..5000u32)
+            .map(|i| vec![(i % 251) as u8; 1 + (i as usize * 7) % 40])
+            .collect();
+        let want: Vec<u8> = pieces.concat();
+        let total = want.len();
+        let reader = std::thread::spawn(move || read_exactly(&sl, &ss, total));
+        let (n, all) = cl
+            .send(
+                cs.as_raw_fd(),
+                &mut |put| pieces.iter().for_each(|p| put(p)),
+                true,
+            )
+            .unwrap();
+        assert!(all && n == total);
+        assert_eq!(reader.join().unwrap(), want);
+    }
+
+    #[test]
+    fn the_record_count_follows_records_split_anywhere() {
+        let mut stream = Vec::new();
+        for len in [0u16, 1, 5, 300, 16_384 + 22, u16::MAX] {
+            stream.extend_from_slice(&[0x17, 3, 3]);
+            stream.extend_from_slice(&len.to_be_bytes());
+            stream.resize(stream.len() + usize::from(len), 0xab);
+        }
+        for step in [1, 2, 3, 4, 5, 7, 4096, stream.len()] {
+            let mut count = RecordCount::default();
+            let ended: usize = stream.chunks(step).map(|c| count.track(c)).sum();
+            assert_eq!(
+                (ended, count.left, count.head_len),
+                (6, 0, 0),
+                "step {step}"
+            );
+        }
     }
 }

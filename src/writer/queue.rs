@@ -212,8 +212,9 @@ impl Queue {
         f(&self.copied[from..]);
     }
 
-    /// Hands every byte, in order, to `put` (a TLS session encrypts them).
-    pub(super) fn pieces(&self, put: &mut dyn FnMut(&[u8])) {
+    /// Hands every byte, in order, to `put` (a TLS session encrypts them);
+    /// the slices stay valid while the queue is borrowed.
+    pub(super) fn pieces<'s>(&'s self, put: &mut dyn FnMut(&'s [u8])) {
         self.for_each_piece(|p| {
             if !p.is_empty() {
                 put(p);
