@@ -218,7 +218,11 @@ impl Outbox {
         if let Some(why) = &g.closed {
             return Err(Error::Closed(why.clone()));
         }
-        if g.buf.len() >= self.max_pending && !NEVER_BLOCK.get() {
+        // A FINISH always gets in: it is a few bytes, one per stream (so
+        // bounded by streams.max), and dropping it would leave the peer's
+        // side of the stream open for good.
+        let finish = matches!(out, Out::Finish { .. });
+        if g.buf.len() >= self.max_pending && !NEVER_BLOCK.get() && !finish {
             // The caller waits for room: what is queued must be going out,
             // deferred or batched frames included.
             if !g.due {
@@ -786,6 +790,24 @@ mod tests {
         assert!(
             outbox.state.lock().due,
             "a waiter for room needs the queue going out"
+        );
+    }
+
+    #[test]
+    fn a_full_queue_still_takes_a_streams_finish() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let ours = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (_theirs, _) = listener.accept().unwrap();
+        let link = Arc::new(Link::plain(crate::io::Socket::Tcp(ours)));
+        // Batched frames and room for one: the queue is full after it.
+        let outbox = Outbox::new(link, Arc::new(Stats::default()), 100, 1, None, 1, 1);
+        assert!(outbox.push(request(7), Urgency::Batch).unwrap());
+        assert!(!outbox.push(request(8), Urgency::Batch).unwrap(), "full");
+        assert!(
+            outbox
+                .push(Out::Finish { opaque: 7 }, Urgency::Flush)
+                .unwrap(),
+            "a close is never dropped for want of room"
         );
     }
 

@@ -260,7 +260,8 @@ impl<H: Handler> Session<H> {
         self.send_finish(opaque)
     }
 
-    /// Queues a FINISH frame for `opaque` and counts it.
+    /// Queues a FINISH frame for `opaque` and counts it. The outbox takes
+    /// a FINISH even when full (`Outbox::push`), so none is lost.
     pub(super) fn send_finish(&self, opaque: u64) -> Result<()> {
         self.sink.push(Out::Finish { opaque }, Urgency::Flush)?;
         Stats::incr(&self.stats.n_tx);
