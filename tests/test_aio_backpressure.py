@@ -15,11 +15,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from aio_raw import raw_peer
 
 import gofast
 import gofast.aio
 import wire
+from aio_wire import araw_server
 from conftest import APair
 from gofast import BinMessage
 
@@ -54,7 +54,7 @@ def numbered(i: int, size: int = SIZE) -> bytes:
 
 async def test_post_waits_while_the_peer_does_not_read_and_loses_nothing() -> None:
     count = 2000  # 128 MiB: far more than loopback socket buffers hold
-    async with raw_peer({"pending.max": 256 * 1024}) as (raw, t):
+    async with araw_server({"pending.max": 256 * 1024}) as (raw, t):
         done = 0
 
         async def poster() -> None:
@@ -72,13 +72,10 @@ async def test_post_waits_while_the_peer_does_not_read_and_loses_nothing() -> No
         grown_mib = (rss_kib() - before) / 1024
         assert grown_mib < 48, f"queued {grown_mib:.0f} MiB for a peer that does not read"
 
-        def read_all() -> None:
-            for i in range(count):
-                frame = raw.read_frame(timeout=10)
-                assert (frame.kind, frame.message.id) == (wire.POST, POST_ID)
-                assert frame.message.data == numbered(i)
-
-        await asyncio.to_thread(read_all)
+        for i in range(count):
+            frame = await raw.read_frame(timeout=10)
+            assert (frame.kind, frame.message.id) == (wire.POST, POST_ID)
+            assert frame.message.data == numbered(i)
         async with asyncio.timeout(10):
             await posting
         assert t.stats()["n_txpost"] == count

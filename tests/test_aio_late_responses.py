@@ -13,9 +13,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from aio_raw import raw_peer
 
 import gofast
+from aio_wire import araw_server
 from conftest import APair
 from gofast import BinMessage
 from wire import REQUEST
@@ -126,11 +126,14 @@ async def test_a_response_on_our_range_for_no_request_is_dropped() -> None:
     """A stray `81` frame on our own opaques answers nothing we asked: it is
     dropped and counted, never handed to a handler as the peer's REQUEST."""
     got: list[BinMessage] = []
-    async with raw_peer(setup=lambda t: t.default_handler(lambda s, m: got.append(m))) as (raw, t):
+    async with araw_server(setup=lambda t: t.default_handler(lambda s, m: got.append(m))) as (
+        raw,
+        t,
+    ):
         start = t.settings["opaque.start"]
         for o in range(start, start + 5):
-            await asyncio.to_thread(raw.send_frame, REQUEST, o, 100, b"stray")
-        assert await asyncio.to_thread(raw.ping, "after") == b"after"
+            await raw.send_frame(REQUEST, o, 100, b"stray")
+        assert await raw.ping("after") == b"after"
         await until(lambda: t.stats()["n_mdrops"] == 5, what="the strays dropped")
         assert t.stats()["n_handler_errors"] == 0
         assert got == []

@@ -2,7 +2,7 @@
 end is not a finished stream. ``async for`` and ``await recv()`` raise
 ConnectionClosed, a handler's callback gets None as at any end, an
 ``async def`` handler's ``async for`` raises, and ``stream.error`` says
-which it was. Against a hand-driven peer (tests/aio_raw.py), on both loops."""
+which it was. Against a hand-driven peer (tests/aio_wire.py), on both loops."""
 
 from __future__ import annotations
 
@@ -11,26 +11,26 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from aio_raw import raw_peer
 
 import gofast
 import gofast.aio
+from aio_wire import ARawPeer, araw_server
 from gofast import BinMessage
-from wire import FINISH, STREAM_MSG, STREAM_START, RawPeer, encode_finish
+from wire import FINISH, STREAM_MSG, STREAM_START, encode_finish
 
 START_ID = 100
 
 
-async def opened(raw: RawPeer) -> int:
+async def opened(raw: ARawPeer) -> int:
     """Reads the STREAM-START the transport sent, answers one message."""
-    start = await asyncio.to_thread(raw.read_frame)
+    start = await raw.read_frame()
     assert start.kind == STREAM_START
-    await asyncio.to_thread(raw.send_frame, STREAM_MSG, start.opaque, START_ID, b"one")
+    await raw.send_frame(STREAM_MSG, start.opaque, START_ID, b"one")
     return int(start.opaque)
 
 
 async def test_iterating_a_cut_stream_raises_connection_closed() -> None:
-    async with raw_peer() as (raw, t):
+    async with araw_server() as (raw, t):
         stream = t.stream(BinMessage(START_ID, b"open"))
         await opened(raw)
         assert (await anext(stream)).data == b"one"
@@ -44,10 +44,10 @@ async def test_iterating_a_cut_stream_raises_connection_closed() -> None:
 
 
 async def test_a_finished_stream_ends_iteration_without_error() -> None:
-    async with raw_peer() as (raw, t):
+    async with araw_server() as (raw, t):
         stream = t.stream(BinMessage(START_ID, b"open"))
         opaque = await opened(raw)
-        await asyncio.to_thread(raw.send, encode_finish(opaque))
+        await raw.send(encode_finish(opaque))
         async with asyncio.timeout(10):
             assert [m.data async for m in stream] == [b"one"]
         assert stream.error is None
@@ -55,7 +55,7 @@ async def test_a_finished_stream_ends_iteration_without_error() -> None:
 
 
 async def test_our_own_close_cuts_open_streams_too() -> None:
-    async with raw_peer() as (raw, t):
+    async with araw_server() as (raw, t):
         stream = t.stream(BinMessage(START_ID, b"open"))
         await opened(raw)
         async with asyncio.timeout(10):
@@ -102,15 +102,15 @@ class Accepted:
 async def test_a_stream_handler_learns_why_its_stream_ended(shape: str, end: str) -> None:
     accepted = Accepted()
     handler = getattr(accepted, shape)
-    async with raw_peer(setup=lambda t: t.subscribe(START_ID, handler)) as (raw, t):
+    async with araw_server(setup=lambda t: t.subscribe(START_ID, handler)) as (raw, t):
         opaque = raw.next_opaque()
-        await asyncio.to_thread(raw.send_frame, STREAM_START, opaque, START_ID, b"open")
-        await asyncio.to_thread(raw.send_frame, STREAM_MSG, opaque, START_ID, b"one")
+        await raw.send_frame(STREAM_START, opaque, START_ID, b"open")
+        await raw.send_frame(STREAM_MSG, opaque, START_ID, b"one")
         async with asyncio.timeout(10):
             while not accepted.got:
                 await asyncio.sleep(0.002)
         if end == "finish":
-            await asyncio.to_thread(raw.send, encode_finish(opaque))
+            await raw.send(encode_finish(opaque))
         else:
             raw.sock.close()
         async with asyncio.timeout(10):
@@ -121,7 +121,7 @@ async def test_a_stream_handler_learns_why_its_stream_ended(shape: str, end: str
             assert accepted.got[1:] == [None]
             assert accepted.stream.error is None
             if shape == "conversation":  # its return closed our side
-                frames = await asyncio.to_thread(raw.read_frame)
+                frames = await raw.read_frame()
                 assert (frames.kind, frames.opaque) == (FINISH, opaque)
         else:
             assert isinstance(accepted.stream.error, gofast.ConnectionClosed)
