@@ -315,13 +315,20 @@ impl Outbox {
         CORKED.set(outer);
         let mut g = self.state.lock();
         g.reader_flushes_soon = false;
+        self.send_held(g);
+        r
+    }
+
+    /// Writes what a corked batch or a loop pass held back: itself when it
+    /// is due and nobody is writing, else by the writer thread (which also
+    /// keeps the flush period of frames not yet due).
+    fn send_held(&self, g: MutexGuard<'_, State>) {
         if g.due && !g.writing && !g.buf.is_empty() {
             drop(self.write_out(g, false));
         } else if !g.buf.is_empty() {
             drop(g);
             self.writer_cv.notify_one();
         }
-        r
     }
 
     /// Runs `f` (an event loop's sends). The first frame of a loop pass
@@ -348,12 +355,7 @@ impl Outbox {
     pub fn flush_deferred(&self) {
         let mut g = self.state.lock();
         g.loop_flush = false;
-        if g.due && !g.writing && !g.buf.is_empty() {
-            drop(self.write_out(g, false));
-        } else if !g.buf.is_empty() {
-            drop(g);
-            self.writer_cv.notify_one();
-        }
+        self.send_held(g);
     }
 
     /// Whether this thread is the reader dispatching a batch for this outbox.

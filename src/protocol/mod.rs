@@ -240,21 +240,15 @@ impl<H: Handler> Session<H> {
     /// (an event loop sends them once per pass). Returns what `f` returned
     /// and whether the caller must schedule that flush.
     pub fn deferred<R>(&self, f: impl FnOnce() -> R) -> (R, bool) {
-        let mut f = Some(f);
-        let mut out = None;
-        let schedule = self.sink.deferred(&mut || out = f.take().map(|f| f()));
-        // Every sink runs `run` exactly once.
-        (out.expect("FrameSink::deferred runs its closure"), schedule)
+        let mut schedule = false;
+        let r = through_sink(f, |run| schedule = self.sink.deferred(run));
+        (r, schedule)
     }
 
     /// Runs `f` with the frames it sends written together at its end (an
     /// event loop's batch of handlers).
     pub fn corked<R>(&self, f: impl FnOnce() -> R) -> R {
-        let mut f = Some(f);
-        let mut out = None;
-        self.sink.corked(false, &mut || out = f.take().map(|f| f()));
-        // Every sink runs `run` exactly once.
-        out.expect("FrameSink::corked runs its closure")
+        through_sink(f, |run| self.sink.corked(false, run))
     }
 
     pub fn flush_deferred(&self) {
@@ -337,4 +331,13 @@ impl<H: Handler> Session<H> {
         let reason = self.close_reason.get().map_or(reason, String::as_str);
         self.end_streams(ending, reason);
     }
+}
+
+/// Runs `f` inside `wrap`, a sink method that takes a `&mut dyn FnMut()`
+/// and calls it exactly once, and returns what `f` returned.
+fn through_sink<R>(f: impl FnOnce() -> R, wrap: impl FnOnce(&mut dyn FnMut())) -> R {
+    let mut f = Some(f);
+    let mut out = None;
+    wrap(&mut || out = f.take().map(|f| f()));
+    out.expect("a FrameSink runs the closure it is given")
 }
