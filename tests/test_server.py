@@ -4,6 +4,7 @@ hooks and counters; and Listener.close() waking a blocked accept()."""
 
 from __future__ import annotations
 
+import logging
 import platform
 import signal
 import socket
@@ -208,6 +209,34 @@ def test_a_silent_client_delays_no_one_and_is_dropped() -> None:
             assert s.stats()["n_live"] == 0
         finally:
             silent.close()
+
+
+def test_stop_returns_once_the_handshake_threads_have_ended() -> None:
+    # A handshake thread left running when the interpreter shuts down dies
+    # inside native code (the process aborts): stop() must wait for them.
+    class SlowRecord(logging.Handler):
+        # The handshake thread's last words take a while (as on a loaded
+        # machine): a stop() that does not wait returns before they end.
+        def emit(self, record: logging.LogRecord) -> None:
+            if "handshake" in record.getMessage():
+                time.sleep(0.3)
+
+    slow = SlowRecord(logging.INFO)
+    logger = logging.getLogger("gofast")
+    logger.addHandler(slow)
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    s = gofast.Server(name="hs-stop", handshake_timeout=30.0).start()
+    silent = socket.create_connection(s.address, timeout=10)
+    try:
+        wait_until(lambda: s.stats()["n_accepted"] == 1, what="silent client accepted")
+        s.stop(grace=0)
+        left = [th.name for th in threading.enumerate() if th.name == "gofast-hs-stop-hs"]
+        assert left == [], "a handshake thread outlived stop()"
+    finally:
+        silent.close()
+        logger.removeHandler(slow)
+        logger.setLevel(old_level)
 
 
 def test_hooks_once_per_connection_and_a_raising_hook_is_counted() -> None:

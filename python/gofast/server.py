@@ -203,6 +203,9 @@ class Server:
         self._stopping = threading.Event()
         self._stopped = threading.Event()
         self._threads: list[threading.Thread] = []
+        # One per connection in its handshake: stop() joins them too, so
+        # none is left in native code when the interpreter shuts down.
+        self._handshaking: set[threading.Thread] = set()
         self._stopper: threading.Thread | None = None
         self._listener = Listener(address, backlog, tls=tls)
 
@@ -313,7 +316,9 @@ class Server:
             everything = list(self._pending) + list(self._live)
         for t in everything:
             t.close()
-        for th in threads:
+        with self._lock:
+            handshaking = list(self._handshaking)
+        for th in threads + handshaking:
             if th is not threading.current_thread():
                 th.join()
         self._sweep()
@@ -358,15 +363,25 @@ class Server:
                 log.info("server %s: refused %s (limit %d)", self.name, t.peer_address, self._max)
                 t.close()
                 continue
-            threading.Thread(
+            hs = threading.Thread(
                 target=self._handshake, args=(t,), name=f"gofast-{self.name}-hs", daemon=True
-            ).start()
+            )
+            with self._lock:
+                self._handshaking.add(hs)
+            hs.start()
 
     def _held(self) -> int:
         with self._lock:
             return len(self._pending) + len(self._live)
 
     def _handshake(self, t: Transport) -> None:
+        try:
+            self._shake(t)
+        finally:
+            with self._lock:
+                self._handshaking.discard(threading.current_thread())
+
+    def _shake(self, t: Transport) -> None:
         with self._lock:
             conn = self._pending[t]
         try:
