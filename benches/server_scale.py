@@ -2,6 +2,7 @@
 
     python benches/server_scale.py                    # 1, 10, 100, 1000 connections
     python benches/server_scale.py --connections 1,10 --seconds 2
+    python benches/server_scale.py --reader thread     # one reader mode only
 
 The server is its own process (an echo handler on a gofast.Server). For each
 level N, CLIENTS client processes open N connections between them and keep
@@ -28,10 +29,10 @@ HERE = Path(__file__).resolve()
 ECHO_ID = 100
 
 
-def serve() -> None:
+def serve(reader: str) -> None:
     import gofast
 
-    settings = {"opaque.start": 30_000, "opaque.end": 39_999}
+    settings = {"opaque.start": 30_000, "opaque.end": 39_999, "reader": reader}
     server = gofast.Server(("127.0.0.1", 0), max_connections=100_000, settings=settings)
     server.subscribe(ECHO_ID, lambda stream, msg: stream.respond(msg))
     server.start()
@@ -40,12 +41,12 @@ def serve() -> None:
     server.stop(grace=0)
 
 
-def client(port: int, connections: int, threads: int, seconds: float) -> None:
+def client(port: int, connections: int, threads: int, seconds: float, reader: str) -> None:
     import gofast
 
     transports = []
     for i in range(connections):
-        t = gofast.Transport.connect(("127.0.0.1", port), name=f"c{i}")
+        t = gofast.Transport.connect(("127.0.0.1", port), name=f"c{i}", settings={"reader": reader})
         t.handshake(30.0)
         transports.append(t)
     print(json.dumps({"ready": True}), flush=True)
@@ -85,13 +86,15 @@ def proc_status(pid: int) -> dict[str, int]:
     }
 
 
-def level(port: int, server_pid: int, n: int, args: argparse.Namespace) -> dict[str, Any]:
+def level(
+    port: int, server_pid: int, n: int, reader: str, args: argparse.Namespace
+) -> dict[str, Any]:
     procs = min(args.clients, n)
     shares = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
     clients = [
         subprocess.Popen(
             [sys.executable, str(HERE), "client", str(port), str(share), str(args.threads)]
-            + [str(args.seconds)],
+            + [str(args.seconds), reader],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -120,6 +123,7 @@ def level(port: int, server_pid: int, n: int, args: argparse.Namespace) -> dict[
     lat = sorted(x for r in results for x in r["latencies"])
     pick = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1e6 if lat else 0.0  # noqa: E731
     return {
+        "reader": reader,
         "connections": n,
         "requests_per_s": total / elapsed,
         "p50_us": pick(0.50),
@@ -128,20 +132,10 @@ def level(port: int, server_pid: int, n: int, args: argparse.Namespace) -> dict[
     }
 
 
-def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "server":
-        return serve()
-    if len(sys.argv) > 1 and sys.argv[1] == "client":
-        port, conns, threads, seconds = sys.argv[2:6]
-        return client(int(port), int(conns), int(threads), float(seconds))
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--connections", default="1,10,100,1000", help="levels, comma-separated")
-    ap.add_argument("--clients", type=int, default=4, help="client processes (at most N)")
-    ap.add_argument("--threads", type=int, default=8, help="requester threads per client")
-    ap.add_argument("--seconds", type=float, default=4.0, help="load per level")
-    args = ap.parse_args()
+def curve(reader: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every level against one server process of this reader mode."""
     server = subprocess.Popen(
-        [sys.executable, str(HERE), "server"],
+        [sys.executable, str(HERE), "server", reader],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -150,19 +144,38 @@ def main() -> None:
         assert server.stdout is not None
         port = json.loads(server.stdout.readline())["port"]
         idle = proc_status(server.pid)
-        print(f"server pid {server.pid}, idle: {idle}")
-        rows = [level(port, server.pid, int(n), args) for n in args.connections.split(",")]
+        print(f"reader {reader}: server pid {server.pid}, idle: {idle}", flush=True)
+        levels = [int(n) for n in args.connections.split(",")]
+        return [level(port, server.pid, n, reader, args) for n in levels]
     finally:
         server.kill()
         server.wait()
-    best = max(r["requests_per_s"] for r in rows)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "server":
+        return serve(sys.argv[2])
+    if len(sys.argv) > 1 and sys.argv[1] == "client":
+        port, conns, threads, seconds, reader = sys.argv[2:7]
+        return client(int(port), int(conns), int(threads), float(seconds), reader)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--connections", default="1,10,100,1000", help="levels, comma-separated")
+    ap.add_argument("--clients", type=int, default=4, help="client processes (at most N)")
+    ap.add_argument("--threads", type=int, default=8, help="requester threads per client")
+    ap.add_argument("--seconds", type=float, default=4.0, help="load per level")
+    ap.add_argument(
+        "--reader", default="thread,shared", help="reader modes, comma-separated: thread, shared"
+    )
+    args = ap.parse_args()
+    rows = [r for reader in args.reader.split(",") for r in curve(reader, args)]
     print(
-        f"{'conns':>6} {'req/s':>9} {'of best':>8} {'p50 us':>8} {'p99 us':>8} "
+        f"{'reader':>7} {'conns':>6} {'req/s':>9} {'of best':>8} {'p50 us':>8} {'p99 us':>8} "
         f"{'threads':>8} {'fds':>6} {'RSS MiB':>8}"
     )
+    best = max(x["requests_per_s"] for x in rows)
     for r in rows:
         print(
-            f"{r['connections']:>6} {r['requests_per_s']:>9,.0f} "
+            f"{r['reader']:>7} {r['connections']:>6} {r['requests_per_s']:>9,.0f} "
             f"{r['requests_per_s'] / best:>8.2f} "
             f"{r['p50_us']:>8.0f} {r['p99_us']:>8.0f} {r['threads']:>8} {r['fds']:>6} "
             f"{r['rss_kib'] / 1024:>8.1f}"

@@ -48,6 +48,9 @@ pub struct Settings {
     /// Advertise the `x-errors` extension (docs/protocol.md §7); it is used
     /// only when the peer's whoami advertises it too.
     pub errors_ext: bool,
+    /// Read by the process's shared reader (one epoll thread for every such
+    /// transport) rather than a reader thread of its own: `reader: "shared"`.
+    pub shared_reader: bool,
 }
 
 /// The largest opaque range a peer with default settings uses (ours are
@@ -78,6 +81,7 @@ impl Settings {
             max_streams: DEFAULT_MAX_STREAMS,
             idle_timeout: None,
             errors_ext: false,
+            shared_reader: false,
         }
     }
 

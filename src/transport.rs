@@ -2,7 +2,8 @@
 //! of a `protocol::Session`, which holds the protocol itself (handshake,
 //! exchanges, built-in messages, statistics). This module owns what the
 //! session does not: the socket, a reader thread that reads it and hands
-//! each read's frames to the session (`receive`), the writer thread and its
+//! each read's frames to the session (`receive`) or the shared reader that
+//! reads many transports from one thread (`poller`), the writer thread and its
 //! send queue (`writer::Outbox`, the session's `FrameSink`), requesters
 //! that read their own RESPONSEs (`receive::spin_reading`), closing and
 //! joining, and fork() safety. What runs for an application message is
@@ -29,12 +30,15 @@
 //! keeps the socket's read side across dispatching a batch, so frames are
 //! handled in the order they arrived. It is safe because only the reader
 //! ever *waits* for `read`, and only without the GIL; requesters merely
-//! `try_lock` it (without the GIL) and never log while holding it.
+//! `try_lock` it (without the GIL) and never log while holding it. The
+//! shared reader (`poller.rs`) holds the `read` of every connection of a
+//! pass at once, all taken without the GIL; `finish_close` takes it
+//! without the GIL too, and requesters of polled transports never read.
 //!
 //! Nesting order, outer first: `read` → `Session::ex` → `Slot`; `read` →
 //! `Outbox` state. Every other lock is a leaf: nothing is locked while it
 //! is held (`Session::peer` and `silent_since`, `Core::hs`, `sock`,
-//! `reader`, `writer`).
+//! `reader`, `writer`, `Poller::conns`, the shared poller's slot).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -56,6 +60,8 @@ use crate::stats::{self, Stats};
 use crate::writer::{Data, Outbox};
 
 mod idle_spin;
+mod poller;
+pub use poller::{NoHooks, Poller, PollerHooks};
 mod receive;
 
 pub use crate::protocol::{Dispatched, Handler, PendingRequest, WAKE_EVERY};
@@ -65,6 +71,8 @@ pub use crate::protocol::{Dispatched, Handler, PendingRequest, WAKE_EVERY};
 struct HandshakeState {
     /// The reader thread has been started (by `handshake()`).
     started: bool,
+    /// `finish_close` has run: what `close()` of a polled transport waits for.
+    ended: bool,
 }
 
 pub struct Core<H: Handler> {
@@ -101,6 +109,9 @@ pub struct Core<H: Handler> {
     reader: Mutex<Option<JoinHandle<()>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     reader_id: OnceLock<ThreadId>,
+    /// The shared reader that reads this transport instead of a thread of
+    /// its own (`use_poller`), set before the handshake.
+    poller: OnceLock<Arc<Poller<H>>>,
     /// The receive buffer and the socket to read, held by whoever reads:
     /// the reader thread, or a requester taking its own RESPONSE (`receive`).
     read: Mutex<ReadSide>,
@@ -217,6 +228,7 @@ impl<H: Handler> Core<H> {
             reader: Mutex::new(None),
             writer: Mutex::new(None),
             reader_id: OnceLock::new(),
+            poller: OnceLock::new(),
             read: Mutex::new(ReadSide {
                 buf: ReadBuf::new(buffersize, max_frame),
                 sock: Some(sock),
@@ -452,6 +464,22 @@ impl<H: Handler> Core<H> {
         }
     }
 
+    /// Has `poller` read this transport instead of a reader thread, if it
+    /// can: not over TLS (records are decrypted by their reader), nor with
+    /// `idle.timeout` (the reader thread's timed wait), and only before the
+    /// handshake. Returns whether it will.
+    pub fn use_poller(&self, poller: Arc<Poller<H>>) -> bool {
+        if self.tls || self.session.settings.idle_timeout.is_some() || self.hs.lock().started {
+            return false;
+        }
+        self.poller.set(poller).is_ok()
+    }
+
+    /// Whether the shared reader reads this transport.
+    pub fn is_polled(&self) -> bool {
+        self.poller.get().is_some()
+    }
+
     fn start_reader(self: &Arc<Self>) -> Result<()> {
         {
             let mut hs = self.hs.lock();
@@ -462,6 +490,19 @@ impl<H: Handler> Core<H> {
                 return Err(Error::Closed("transport is closed".into()));
             }
             hs.started = true;
+        }
+        if let Some(poller) = self.poller.get() {
+            if let Some(id) = poller.thread_id() {
+                let _ = self.reader_id.set(id);
+            }
+            let fd = self.read.lock().sock.as_ref().map(|s| s.fd());
+            let Some(fd) = fd else {
+                return Err(Error::Closed(self.close_reason()));
+            };
+            return poller.add(self.clone(), fd).inspect_err(|e| {
+                self.hs.lock().started = false;
+                self.close(&e.to_string());
+            });
         }
         let me = self.clone();
         let handle = std::thread::Builder::new()
@@ -531,7 +572,8 @@ impl<H: Handler> Core<H> {
         // many requesters one of them then keeps reading, and RESPONSEs that
         // it takes wake their requesters without the reader thread (16
         // threads: ~15 % more requests/s, lower p50 and p99).
-        if !self.spinner.swap(true, Ordering::AcqRel) {
+        // A polled transport's socket is the poller's alone.
+        if !self.is_polled() && !self.spinner.swap(true, Ordering::AcqRel) {
             self.spin_reading(&p.slot);
             self.spinner.store(false, Ordering::Release);
         }
@@ -646,7 +688,20 @@ impl<H: Handler> Core<H> {
             if let Some(h) = reader {
                 let _ = h.join();
             }
+            self.wait_polled_end();
             self.join_writer();
+        }
+    }
+
+    /// A polled transport ends on the poller's thread, which sees the
+    /// shutdown as the end of input: wait for it, as for a reader thread.
+    fn wait_polled_end(&self) {
+        let Some(poller) = self.poller.get() else {
+            return;
+        };
+        let mut hs = self.hs.lock();
+        while hs.started && !hs.ended && poller.is_running() {
+            self.hs_cv.wait_until(&mut hs, Instant::now() + WAKE_EVERY);
         }
     }
 
@@ -705,6 +760,7 @@ impl<H: Handler> Core<H> {
             (buf, side.sock.take())
         };
         drop((sock, read));
+        self.hs.lock().ended = true;
         self.hs_cv.notify_all();
         // The writer has been told to stop and never needs the GIL.
         self.join_writer();

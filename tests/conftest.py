@@ -1,8 +1,9 @@
 """Shared fixtures: connected transport pairs, over TCP on 127.0.0.1, over
-a Unix socket in a temporary directory, or over TLS (certificates made by
-trustme for the session); tests using ``pair``/``pair_factory`` run over
-each (the ``link`` fixture; a test about one kind parametrizes ``link``
-itself)."""
+a Unix socket in a temporary directory, over TLS (certificates made by
+trustme for the session), or over TCP read by the shared reader
+(``reader: "shared"`` on both sides); tests using ``pair``/``pair_factory``
+run over each (the ``link`` fixture; a test about one kind parametrizes
+``link`` itself)."""
 
 from __future__ import annotations
 
@@ -53,7 +54,8 @@ class Pair:
         self.server.close()
 
 
-LINKS = ("tcp", "unix", "tls")
+LINKS = ("tcp", "unix", "tls", "shared")
+SHARED = {"reader": "shared"}
 
 
 class Certificates:
@@ -101,7 +103,7 @@ def certs() -> Certificates:
 def listen_on(link: str, directory: str | None = None) -> gofast.Listener:
     """A listener for ``link``: TCP on 127.0.0.1, a Unix socket in
     ``directory`` (a new temporary one by default), or TLS over TCP."""
-    if link == "tcp":
+    if link in ("tcp", "shared"):
         return gofast.listen(("127.0.0.1", 0))
     if link == "unix":
         directory = directory or tempfile.mkdtemp(prefix="gofast-")
@@ -125,6 +127,9 @@ def make_pair(
 ) -> Pair:
     """Connects two transports over ``link``; each setup callback runs
     before the handshake (subscribe handlers there)."""
+    if link == "shared":
+        client_settings = {**SHARED, **(client_settings or {})}
+        server_settings = {**SHARED, **(server_settings or {})}
     with listen_on(link) as lis:
         with ThreadPoolExecutor(1) as pool:
             accepted = pool.submit(lis.accept, name="server", settings=server_settings, timeout=10)
@@ -144,10 +149,18 @@ def make_pair(
     return Pair(client, server)
 
 
-@pytest.fixture(params=LINKS)
-def link(request: pytest.FixtureRequest) -> str:
-    """What carries a test's pairs: "tcp", "unix" or "tls"."""
-    return str(request.param)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Runs each test that uses ``link`` (and does not parametrize it
+    itself) over every kind: "tcp", "unix", "tls" and "shared". gofast.aio
+    transports have no shared reader, so their tests skip that kind."""
+    if "link" not in metafunc.fixturenames:
+        return
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        names = mark.args[0]
+        if "link" in (names.replace(" ", "").split(",") if isinstance(names, str) else names):
+            return
+    aio = metafunc.module.__name__.rsplit(".", 1)[-1].startswith("test_aio")
+    metafunc.parametrize("link", [k for k in LINKS if not (aio and k == "shared")])
 
 
 @pytest.fixture

@@ -109,8 +109,9 @@ class Harness:
         return opaque
 
 
-@pytest.fixture
-def h(caplog: pytest.LogCaptureFixture) -> Iterator[Harness]:
+@pytest.fixture(params=["thread", "shared"])
+def h(caplog: pytest.LogCaptureFixture, request: pytest.FixtureRequest) -> Iterator[Harness]:
+    """The victim read by its own reader thread, or by the shared reader."""
     caplog.set_level(logging.DEBUG, logger="gofast")
     posts = Inbox()
     streams = Inbox()
@@ -134,7 +135,8 @@ def h(caplog: pytest.LogCaptureFixture) -> Iterator[Harness]:
         t.subscribe(STREAM_ID, on_stream)
 
     with ThreadPoolExecutor(2, thread_name_prefix="bad-input") as pool:
-        with wire.raw_server(SETTINGS, setup=setup, name="victim") as (raw, t):
+        settings = {**SETTINGS, "reader": request.param}
+        with wire.raw_server(settings, setup=setup, name="victim") as (raw, t):
             yield Harness(raw, t, posts, streams, pool)
 
 

@@ -28,6 +28,12 @@ key                       default                meaning
 ``errors.extension``      False                  advertise ``x-errors`` (docs/protocol.md §9):
                                                  with a peer that advertises it too, failed
                                                  requests and streams raise ``RemoteError``
+``reader``                ``"thread"``           who reads the socket: ``"thread"``, a reader
+                                                 thread per transport; ``"shared"``, one epoll
+                                                 thread for every such transport of the process
+                                                 (handlers of all of them run on it, one after
+                                                 another); TLS and ``idle.timeout`` keep a
+                                                 thread; not for gofast.aio (SettingsError)
 ``chansize``              (ignored)              the Go reference's; accepted for porting
 ========================  =====================  ==========================================
 

@@ -413,18 +413,7 @@ impl Handler for PyHandler {
     }
 
     fn reader_thread(&self, run: &mut dyn FnMut()) {
-        // A thread without a Python thread state gets a new one from every
-        // GIL acquisition, and loses it on release: microseconds a batch.
-        // Create it once, release the GIL, and keep the state until exit.
-        // SAFETY: Ensure/SaveThread and RestoreThread/Release are paired on
-        // this thread; between them the thread holds no GIL.
-        unsafe {
-            let gstate = pyo3::ffi::PyGILState_Ensure();
-            let tstate = pyo3::ffi::PyEval_SaveThread();
-            run();
-            pyo3::ffi::PyEval_RestoreThread(tstate);
-            pyo3::ffi::PyGILState_Release(gstate);
-        }
+        with_thread_state(run)
     }
 
     fn on_closed(&self) {
@@ -445,6 +434,22 @@ impl Handler for PyHandler {
             drop(batch_handlers);
             drop(default);
         });
+    }
+}
+
+/// Runs a native thread's whole life with one Python thread state: a
+/// thread without one gets a new one from every GIL acquisition, and loses
+/// it on release (microseconds a batch). Creates it once, releases the GIL,
+/// and keeps the state until `run` returns.
+pub(super) fn with_thread_state(run: &mut dyn FnMut()) {
+    // SAFETY: Ensure/SaveThread and RestoreThread/Release are paired on
+    // this thread; between them the thread holds no GIL.
+    unsafe {
+        let gstate = pyo3::ffi::PyGILState_Ensure();
+        let tstate = pyo3::ffi::PyEval_SaveThread();
+        run();
+        pyo3::ffi::PyEval_RestoreThread(tstate);
+        pyo3::ffi::PyGILState_Release(gstate);
     }
 }
 

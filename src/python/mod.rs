@@ -7,6 +7,7 @@ mod aio_transport;
 mod errors;
 mod handler;
 mod message;
+mod poller;
 mod settings;
 mod stream;
 mod tls;
@@ -120,7 +121,10 @@ fn transport_names() -> Vec<String> {
 /// (used at interpreter exit, before Python is torn down).
 #[pyfunction]
 fn _close_all_transports(py: Python<'_>) {
-    py.detach(crate::transport::close_all_transports);
+    py.detach(|| {
+        crate::transport::close_all_transports();
+        poller::stop();
+    });
 }
 
 /// The default settings of a dialing (`dialed=True`) or accepting side.
@@ -157,6 +161,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(transport_names, m)?)?;
     m.add_function(wrap_pyfunction!(default_settings, m)?)?;
     m.add_function(wrap_pyfunction!(_close_all_transports, m)?)?;
+    m.add_function(wrap_pyfunction!(poller::_shared_reader_connections, m)?)?;
     m.add("READY", aio::ready(m.py())?)?;
     m.add("STAT_NAMES", crate::stats::Stats::NAMES.to_vec())?;
     m.add("PING_ID", crate::builtin::PING_ID)?;

@@ -47,6 +47,7 @@ pub fn to_dict<'py>(py: Python<'py>, s: &Settings) -> PyResult<Bound<'py, PyDict
     d.set_item("streams.max", s.max_streams)?;
     d.set_item("idle.timeout", seconds(s.idle_timeout))?;
     d.set_item("errors.extension", s.errors_ext)?;
+    d.set_item("reader", if s.shared_reader { "shared" } else { "thread" })?;
     Ok(d)
 }
 
@@ -98,6 +99,17 @@ fn apply(s: &mut Settings, key: &str, v: &Bound<'_, PyAny>) -> PyResult<()> {
         "streams.max" => s.max_streams = int(key, v)?,
         "idle.timeout" => s.idle_timeout = opt_duration(v)?,
         "errors.extension" => s.errors_ext = flag(key, v)?,
+        "reader" => {
+            s.shared_reader = match v.extract::<String>().ok().as_deref() {
+                Some("thread") => false,
+                Some("shared") => true,
+                _ => {
+                    return Err(SettingsError::new_err(format!(
+                        "setting \"reader\" takes \"thread\" or \"shared\", not {v}"
+                    )))
+                }
+            }
+        }
         // The reference's channel size has no meaning here; accepted so that
         // settings written for the Go transport carry over unchanged.
         "chansize" => {}

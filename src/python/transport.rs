@@ -178,7 +178,21 @@ impl PyTransport {
         } else {
             None
         };
+        if s.shared_reader && aio.is_some() {
+            return Err(SettingsError::new_err(
+                "setting \"reader\": \"shared\" is for the sync API; a gofast.aio \
+                 transport's reads are handed to its event loop",
+            ));
+        }
+        let poller = match s.shared_reader {
+            true => Some(super::poller::shared()?),
+            false => None,
+        };
         let core = Core::new(name, link, version, s, handler)?;
+        if let Some(p) = poller {
+            // TLS and idle.timeout keep a reader thread (`use_poller`).
+            core.use_poller(p);
+        }
         Ok(PyTransport { inner: core, aio })
     }
 

@@ -29,7 +29,7 @@ use crate::writer::Outbox;
 const SPIN: Duration = Duration::from_micros(50);
 
 /// How the read loop ended without an error.
-enum End {
+pub(super) enum End {
     PeerClosed,
     /// Nothing arrived for `idle.timeout`.
     Idle(Duration),
@@ -49,6 +49,12 @@ impl<H: Handler> Core<H> {
 
     fn reader_body(self: &Arc<Self>) {
         let ended = self.read_loop();
+        self.reading_ended(ended);
+    }
+
+    /// The end of reading, by the reader thread or the shared reader:
+    /// logs why and closes the transport.
+    pub(super) fn reading_ended(&self, ended: Result<End>) {
         let broken = match &ended {
             Err(Error::Protocol(p)) => Some(p.clone()),
             _ => None,
@@ -74,6 +80,16 @@ impl<H: Handler> Core<H> {
             }
         };
         self.finish_close(&reason, broken.as_ref());
+    }
+
+    /// A read found the end of the stream; `partial` bytes of a frame
+    /// were left unfinished.
+    pub(super) fn end_of_input(&self, partial: usize) -> Result<End> {
+        if partial > 0 {
+            self.stats.drop_frame(partial);
+            return Err(ProtocolError::Truncated(partial).into());
+        }
+        Ok(End::PeerClosed)
     }
 
     fn read_loop(self: &Arc<Self>) -> Result<End> {
@@ -145,12 +161,7 @@ impl<H: Handler> Core<H> {
                 }
             };
             if n == 0 {
-                if !rb.data().is_empty() {
-                    let partial = rb.data().len();
-                    self.stats.drop_frame(partial);
-                    return Err(ProtocolError::Truncated(partial).into());
-                }
-                return Ok(End::PeerClosed);
+                return self.end_of_input(rb.data().len());
             }
             Stats::add(&self.stats.n_rxbyte, n as u64);
             self.decode_and_process(&decoder, rb, &mut frames)?;
@@ -159,7 +170,7 @@ impl<H: Handler> Core<H> {
     }
 
     /// Decodes every whole frame in the buffer and handles them as one batch.
-    fn decode_and_process(
+    pub(super) fn decode_and_process(
         self: &Arc<Self>,
         decoder: &FrameDecoder,
         rb: &mut ReadBuf,
