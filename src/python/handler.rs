@@ -196,6 +196,7 @@ impl Handler for PyHandler {
         if self.is_aio() {
             return run(); // nothing here runs Python: it is queued
         }
+        super::poller::hold_gil_for_pass();
         Python::attach(|_py| run());
     }
 

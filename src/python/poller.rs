@@ -19,9 +19,40 @@ impl PollerHooks for PyHooks {
         with_thread_state(run)
     }
 
-    /// One GIL acquisition for every frame of the pass.
+    /// At most one GIL acquisition for every frame of the pass: the first
+    /// connection whose frames need a handler takes it (`hold_gil_for_pass`)
+    /// and the pass keeps it to the end. A pass of RESPONSEs only (a
+    /// client's) never takes it, so it never waits for the requesters.
     fn pass(&self, run: &mut dyn FnMut()) {
-        Python::attach(|_py| run())
+        PASS.set(Pass::Armed);
+        run();
+        if let Pass::Held(gstate) = PASS.replace(Pass::Off) {
+            // SAFETY: pairs the Ensure of `hold_gil_for_pass` on this thread.
+            unsafe { pyo3::ffi::PyGILState_Release(gstate) };
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Pass {
+    Off,
+    Armed,
+    Held(pyo3::ffi::PyGILState_STATE),
+}
+
+thread_local! {
+    static PASS: std::cell::Cell<Pass> = const { std::cell::Cell::new(Pass::Off) };
+}
+
+/// Called before a handler batch takes the GIL: within a shared reader's
+/// pass, takes it for the rest of the pass (later batches then find it
+/// held, a counter increment).
+pub fn hold_gil_for_pass() {
+    if let Pass::Armed = PASS.get() {
+        // SAFETY: released by `PyHooks::pass` on this thread, before the
+        // thread state is let go.
+        let gstate = unsafe { pyo3::ffi::PyGILState_Ensure() };
+        PASS.set(Pass::Held(gstate));
     }
 }
 
