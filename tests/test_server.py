@@ -128,8 +128,15 @@ def test_stop_lets_a_slow_response_reach_the_client() -> None:
 
 def test_stop_closes_after_grace_when_work_never_finishes() -> None:
     entered = threading.Event()
-    # Never responds (the stream is dropped): in flight until grace ends.
-    s = gofast.Server(name="stuck").subscribe(SLOW_ID, lambda _s, _m: entered.set()).start()
+    kept: list[Any] = []
+
+    def keeps(stream: Any, msg: BinMessage) -> None:
+        # Keeps the stream (it could be answered later) and never responds:
+        # in flight until grace ends.
+        kept.append(stream)
+        entered.set()
+
+    s = gofast.Server(name="stuck").subscribe(SLOW_ID, keeps).start()
     c = dial(s)
     with ThreadPoolExecutor(1) as pool:
         reply = pool.submit(c.request, BinMessage(SLOW_ID, b"never"), None, 10)
@@ -138,6 +145,26 @@ def test_stop_closes_after_grace_when_work_never_finishes() -> None:
         s.stop(grace=0.3)
         took = time.monotonic() - t0
         assert 0.3 <= took < 5, took
+        with pytest.raises(gofast.ConnectionClosed):
+            reply.result(10)
+
+
+def test_a_request_nobody_can_answer_any_more_is_not_left_in_flight() -> None:
+    """A handler that returns without responding and keeps no reference to
+    its stream leaves nothing that could answer: stop() need not wait."""
+    entered = threading.Event()
+    # Without x-errors, so the peer is not told at once that nobody answers.
+    quiet = {"errors.extension": False}
+    s = gofast.Server(name="dropped", settings=quiet)
+    s.subscribe(SLOW_ID, lambda _s, _m: entered.set()).start()
+    c = dial(s)
+    with ThreadPoolExecutor(1) as pool:
+        reply = pool.submit(c.request, BinMessage(SLOW_ID, b"never"), None, 30)
+        assert entered.wait(10)
+        wait_until(lambda: all(t._requests_unanswered() == 0 for t in s.connections))
+        t0 = time.monotonic()
+        s.stop(grace=30)
+        assert time.monotonic() - t0 < 10, "stop() waited for a request nobody can answer"
         with pytest.raises(gofast.ConnectionClosed):
             reply.result(10)
 

@@ -45,15 +45,15 @@ class Subscriptions(Generic[H]):
         self._check()
         self.default = handler
 
-    def apply(self, t: _Subscribable, wrap: Callable[[H], H]) -> None:
-        """Subscribes everything on ``t``, each handler passed through ``wrap``
-        (the server's count of requests in flight)."""
+    def apply(self, t: _Subscribable) -> None:
+        """Subscribes everything on ``t``. (The transport itself counts the
+        requests its handlers have not answered, for a graceful stop.)"""
         for msg_id, handler in self.handlers:
-            t.subscribe(msg_id, wrap(handler))
+            t.subscribe(msg_id, handler)
         for msg_id, batch in self.batch:
             t.subscribe_batch(msg_id, batch)
         if self.default is not None:
-            t.default_handler(wrap(self.default))
+            t.default_handler(self.default)
 
 
 def _id_of(message_type: type[Any] | int) -> int:

@@ -18,12 +18,12 @@ the closed ones (their final counters go into :meth:`Server.stats`) and calls
 
 What "in flight" means for :meth:`Server.stop`: on a connection, a REQUEST
 from the peer whose handler has been called and that has not yet been
-responded to (the server wraps its request handlers to count them, also when
-the response is sent later from another thread), any stream the peer opened
-that has not finished, and any exchange the server itself started there. So
-a REQUEST's handler gets a stand-in for its stream with the same methods
-(``respond``, ``close``, ``opaque``, ...), not a :class:`gofast.Stream`.
-A request whose handler never responds holds ``stop()`` for all of ``grace``.
+responded to (the transport counts them natively, also when the response is
+sent later from another thread; one whose stream object is gone, with
+nobody left to answer it, no longer counts), any stream the peer opened
+that has not finished, and any exchange the server itself started there.
+Handlers get the plain :class:`gofast.Stream`. A request whose handler keeps
+its stream and never responds holds ``stop()`` for all of ``grace``.
 """
 
 from __future__ import annotations
@@ -67,79 +67,13 @@ SERVER_STAT_NAMES: tuple[str, ...] = (
 """The server's own counters, added to the summed transport counters."""
 
 
-class _Counter:
-    """A thread-safe count of the requests being handled on one connection."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.value = 0
-
-    def add(self, n: int) -> None:
-        with self._lock:
-            self.value += n
-
-
-class _CountedRequest:
-    """Stands in for a REQUEST's stream: counts it in flight until it is
-    responded to (or closed), whatever thread does that."""
-
-    __slots__ = ("_stream", "_counter", "_done", "_lock")
-
-    def __init__(self, stream: Any, counter: _Counter) -> None:
-        self._stream = stream
-        self._counter = counter
-        self._done = False
-        self._lock = threading.Lock()
-        counter.add(1)
-
-    def _finish(self) -> None:
-        with self._lock:
-            if self._done:
-                return
-            self._done = True
-        self._counter.add(-1)
-
-    def respond(self, msg: Any, flush: bool = True) -> None:
-        try:
-            self._stream.respond(msg, flush)
-        finally:
-            self._finish()
-
-    def close(self) -> None:
-        try:
-            self._stream.close()
-        finally:
-            self._finish()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
-
-
-def _counting(handler: Handler, counter: _Counter) -> Handler:
-    def wrapped(stream: Any, msg: BinMessage) -> Any:
-        if stream is None or not stream.is_request:
-            return handler(stream, msg)
-        counted = _CountedRequest(stream, counter)
-        try:
-            reply = handler(counted, msg)  # type: ignore[arg-type]
-        except BaseException:
-            counted._finish()  # the handler failed: nothing will respond
-            raise
-        if reply is not None:
-            counted._finish()  # a returned reply is the response, sent now
-        return reply
-
-    return wrapped
-
-
 class _Conn:
     """What the server keeps about one accepted transport."""
 
-    __slots__ = ("transport", "requests", "connected")
+    __slots__ = ("transport", "connected")
 
     def __init__(self, transport: Transport) -> None:
         self.transport = transport
-        self.requests = _Counter()
         self.connected = False  # on_connect ran (so on_disconnect is due)
 
     def in_flight(self) -> int:
@@ -147,9 +81,10 @@ class _Conn:
             return 0
         try:
             mine, theirs = self.transport._exchanges_in_use()
+            unanswered = self.transport._requests_unanswered()
         except ConnectionClosed:
             return 0
-        return self.requests.value + mine + theirs
+        return unanswered + mine + theirs
 
 
 class Server:
@@ -385,7 +320,7 @@ class Server:
         with self._lock:
             conn = self._pending[t]
         try:
-            self._subscriptions.apply(t, lambda h: _counting(h, conn.requests))
+            self._subscriptions.apply(t)
             t.handshake(self._handshake_timeout)
         except Exception as e:  # Timeout, ConnectionClosed, ProtocolError...
             t.close()

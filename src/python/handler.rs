@@ -3,7 +3,7 @@
 //! of frames. A handler's exception is logged and counted, never fatal.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use crate::sync::Mutex;
@@ -38,6 +38,9 @@ pub struct PyHandler {
     /// Set (once, before the handshake) for a `gofast.aio` transport: what
     /// arrives is queued for its event loop, never run on the reader thread.
     aio: OnceLock<Arc<AioQueue>>,
+    /// The peer's REQUESTs handed to a handler and not answered yet (see
+    /// `PyStream::answered`): what a server's graceful stop waits for.
+    unanswered: AtomicUsize,
 }
 
 impl PyHandler {
@@ -52,6 +55,19 @@ impl PyHandler {
 
     pub fn aio_queue(&self) -> Option<&Arc<AioQueue>> {
         self.aio.get()
+    }
+
+    pub(super) fn request_started(&self) {
+        self.unanswered.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub(super) fn request_ended(&self) {
+        self.unanswered.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// The peer's requests whose handler has not answered them yet.
+    pub fn unanswered(&self) -> usize {
+        self.unanswered.load(Ordering::Acquire)
     }
 
     fn has_handler(&self, id: u64) -> bool {
@@ -137,6 +153,7 @@ impl PyHandler {
         if session.errors_ext() {
             let why = format!("the handler for message id {id} returned without a reply");
             session.send_error(Kind::Request, opaque, "NoResponse", &why);
+            stream.get().answered();
             return;
         }
         let first = self.warned_unanswered.lock().insert(id);
@@ -171,6 +188,7 @@ impl PyHandler {
                 if !stream.get().responded() {
                     tell_peer(py, session, Kind::Request, opaque, &e);
                 }
+                stream.get().answered(); // the handler failed: nothing will
             }
         }
     }

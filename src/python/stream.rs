@@ -6,6 +6,7 @@ use std::sync::{Arc, OnceLock};
 
 use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::types::PyBytes;
 
 use super::aio::send_on_loop;
 use super::errors::{ConnectionClosed, RemoteError, Timeout, UsageError};
@@ -62,6 +63,9 @@ pub struct PyStream {
     opaque: u64,
     role: Role,
     responded: AtomicBool,
+    /// A request counted in its handler's `unanswered` (until answered, or
+    /// until this object goes, when nobody can answer it any more).
+    counted: AtomicBool,
     /// A `queue.SimpleQueue` fed by the stream's callback, for streams
     /// opened without one: iterate the stream to read it.
     inbox: Option<Py<PyAny>>,
@@ -73,11 +77,13 @@ pub struct PyStream {
 
 impl PyStream {
     pub fn for_request(session: Arc<Session<PyHandler>>, opaque: u64) -> Self {
+        session.handler().request_started();
         PyStream {
             session,
             opaque,
             role: Role::Request,
             responded: AtomicBool::new(false),
+            counted: AtomicBool::new(true),
             inbox: None,
             ended: AtomicBool::new(false),
             sink: None,
@@ -96,6 +102,7 @@ impl PyStream {
             opaque,
             role,
             responded: AtomicBool::new(false),
+            counted: AtomicBool::new(false),
             inbox: None,
             ended: AtomicBool::new(false),
             sink: Some(sink),
@@ -108,6 +115,14 @@ impl PyStream {
 
     pub fn opaque_value(&self) -> u64 {
         self.opaque
+    }
+
+    /// The request is over for its handler's count (answered, failed, or
+    /// left with nobody to answer it); once.
+    pub fn answered(&self) {
+        if self.counted.swap(false, Ordering::AcqRel) {
+            self.session.handler().request_ended();
+        }
     }
 
     /// Whether `respond()` has answered the request.
@@ -147,6 +162,41 @@ impl PyStream {
                 "{what}() is for streams; a request is answered with respond()"
             ))),
         }
+    }
+}
+
+impl PyStream {
+    fn send_response(
+        &self,
+        slf: &Bound<'_, Self>,
+        msg: &Bound<'_, PyAny>,
+        id: u64,
+        data: &Bound<'_, PyBytes>,
+        flush: bool,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let session = self.session()?;
+        let data = lendable(data);
+        if session.handler().is_aio() {
+            // On an event loop: never wait here. A full queue hands the
+            // reply to a task that waits for room without blocking the loop.
+            if send_on_loop(py, session, || {
+                session.respond(self.opaque, id, data, flush)
+            })? {
+                return Ok(());
+            }
+            super::aio::drive(py)?.call_method1("respond_later", (slf, msg, flush))?;
+            return Ok(());
+        }
+        send_or_wait(py, session, None, || {
+            session.respond(self.opaque, id, data, flush)
+        })
+    }
+}
+
+impl Drop for PyStream {
+    fn drop(&mut self) {
+        self.answered(); // nobody can answer it any more
     }
 }
 
@@ -193,7 +243,6 @@ impl PyStream {
     /// Answers the peer's request; exactly once.
     #[pyo3(signature = (msg, flush = true))]
     fn respond(slf: &Bound<'_, Self>, msg: &Bound<'_, PyAny>, flush: bool) -> PyResult<()> {
-        let py = slf.py();
         let me = slf.get();
         if me.role != Role::Request {
             return Err(UsageError::new_err(
@@ -209,20 +258,9 @@ impl PyStream {
                 me.opaque
             )));
         }
-        let session = me.session()?;
-        let data = lendable(&data);
-        if session.handler().is_aio() {
-            // On an event loop: never wait here. A full queue hands the
-            // reply to a task that waits for room without blocking the loop.
-            if send_on_loop(py, session, || session.respond(me.opaque, id, data, flush))? {
-                return Ok(());
-            }
-            super::aio::drive(py)?.call_method1("respond_later", (slf, msg, flush))?;
-            return Ok(());
-        }
-        send_or_wait(py, session, None, || {
-            session.respond(me.opaque, id, data, flush)
-        })
+        let sent = me.send_response(slf, msg, id, &data, flush);
+        me.answered();
+        sent
     }
 
     /// Queues the reply of `respond()` once there is room: False while the

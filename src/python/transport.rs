@@ -503,6 +503,12 @@ impl PyTransport {
         Ok(self.core()?.exchanges_in_use())
     }
 
+    /// The peer's requests handed to a handler and not answered yet (a
+    /// server's graceful stop waits for them).
+    fn _requests_unanswered(&self) -> PyResult<usize> {
+        Ok(self.core()?.handler().unanswered())
+    }
+
     // ---- gofast.aio (see aio.rs and aio_transport.rs) --------------------
 
     /// The eventfd the loop watches (`loop.add_reader`).

@@ -42,64 +42,11 @@ Hook = Callable[[Transport], object]
 """``on_connect(transport)`` / ``on_disconnect(transport)``; may be ``async def``."""
 
 
-class _Counted:
-    """Stands in for a REQUEST's stream: in flight until it is answered."""
-
-    __slots__ = ("_stream", "_conn", "_done")
-
-    def __init__(self, stream: Any, conn: _Conn) -> None:
-        self._stream = stream
-        self._conn = conn
-        self._done = False
-        conn.requests += 1
-
-    def _finish(self) -> None:
-        if not self._done:
-            self._done = True
-            self._conn.requests -= 1
-
-    def respond(self, msg: Any, flush: bool = True) -> None:
-        try:
-            self._stream.respond(msg, flush)
-        finally:
-            self._finish()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
-
-
-def _counting(handler: Handler, conn: _Conn) -> Handler:
-    def wrapped(stream: Any, msg: BinMessage) -> Any:
-        if stream is None or not getattr(stream, "is_request", False):
-            return handler(stream, msg)
-        counted = _Counted(stream, conn)
-        try:
-            reply = handler(counted, msg)
-        except BaseException:
-            counted._finish()
-            raise
-        if inspect.iscoroutine(reply):
-            return _until_answered(reply, counted)
-        if reply is not None:
-            counted._finish()
-        return reply
-
-    return wrapped
-
-
-async def _until_answered(coro: Any, counted: _Counted) -> Any:
-    try:
-        return await coro
-    finally:
-        counted._finish()
-
-
 class _Conn:
-    __slots__ = ("transport", "requests", "connected")
+    __slots__ = ("transport", "connected")
 
     def __init__(self, transport: Transport) -> None:
         self.transport = transport
-        self.requests = 0
         self.connected = False
 
     def in_flight(self) -> int:
@@ -107,9 +54,10 @@ class _Conn:
             return 0
         try:
             mine, theirs = self.transport._t._exchanges_in_use()
+            unanswered = self.transport._t._requests_unanswered()
         except ConnectionClosed:
             return 0
-        return self.requests + mine + theirs
+        return unanswered + mine + theirs
 
 
 class Server:
@@ -280,7 +228,7 @@ class Server:
 
     async def _serve(self, t: Transport, conn: _Conn) -> None:
         try:
-            self._subscriptions.apply(t, lambda h: _counting(h, conn))
+            self._subscriptions.apply(t)
             await t.handshake(self._handshake_timeout)
         except Exception as e:  # Timeout, ConnectionClosed, ProtocolError...
             del self._pending[t]
