@@ -19,7 +19,9 @@ the closed ones (their final counters go into :meth:`Server.stats`) and calls
 What "in flight" means for :meth:`Server.stop`: on a connection, a REQUEST
 from the peer whose handler has been called and that has not yet been
 responded to (the server wraps its request handlers to count them, also when
-the response is sent later from another thread), any stream the peer opened
+the response is sent later from another thread, which needs
+``settings={"errors.extension": False}``: see :data:`gofast.Handler`),
+any stream the peer opened
 that has not finished, and any exchange the server itself started there. So
 a REQUEST's handler gets a stand-in for its stream with the same methods
 (``respond``, ``close``, ``opaque``, ...), not a :class:`gofast.Stream`.
