@@ -86,7 +86,12 @@ def main() -> None:
     with gofast.listen(("127.0.0.1", 0)) as listener, ThreadPoolExecutor(1) as pool:
 
         def serve() -> gofast.Transport:
-            server = listener.accept(name="example-server", timeout=10)
+            # on_slow answers later, from another thread: that needs the
+            # x-errors extension off on this side, as under it (the default)
+            # a handler returning without a reply fails its request at once.
+            server = listener.accept(
+                name="example-server", settings={"errors.extension": False}, timeout=10
+            )
             server.subscribe(MsgGetDocument, on_get)
             server.subscribe(MsgSlow, on_slow)
             server.handshake()

@@ -7,7 +7,7 @@ use crate::errors::ProtocolError;
 pub const PING_ID: u64 = 0x1001;
 pub const WHOAMI_ID: u64 = 0x1002;
 pub const HEARTBEAT_ID: u64 = 0x1003;
-/// The `x-errors` extension's error reply (docs/protocol.md §7).
+/// The `x-errors` extension's error reply (docs/protocol.md §9).
 pub const ERROR_ID: u64 = 0x1004;
 /// The whoami tag that advertises the extension.
 pub const ERRORS_TAG: &str = "x-errors";

@@ -45,8 +45,9 @@ pub struct Settings {
     /// Closes the connection after this long without a received byte;
     /// `None` = never.
     pub idle_timeout: Option<Duration>,
-    /// Advertise the `x-errors` extension (docs/protocol.md §7); it is used
-    /// only when the peer's whoami advertises it too.
+    /// Advertise the `x-errors` extension (docs/protocol.md §9); on by
+    /// default, it is used only when the peer's whoami advertises it too
+    /// (the Go reference never does: it logs the tag once and ignores it).
     pub errors_ext: bool,
     /// Read by the process's shared reader (one epoll thread for every such
     /// transport) rather than a reader thread of its own: `reader: "shared"`.
@@ -80,7 +81,7 @@ impl Settings {
             request_timeout: Some(Duration::from_secs(30)),
             max_streams: DEFAULT_MAX_STREAMS,
             idle_timeout: None,
-            errors_ext: false,
+            errors_ext: true,
             shared_reader: false,
         }
     }

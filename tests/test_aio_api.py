@@ -28,6 +28,7 @@ SLOW_ID = 302
 
 Factory = Callable[..., Awaitable[APair]]
 EXT = {"errors.extension": True}
+OFF = {"errors.extension": False}
 
 
 def echo(stream: Any, msg: BinMessage) -> BinMessage | None:
@@ -217,13 +218,45 @@ async def test_a_request_without_handler_is_refused_and_counted(apair_factory: F
     await until(lambda: p.server.stats()["n_mdrops"] == 2)
 
 
-async def test_without_the_errors_extension_a_failed_request_times_out(
+async def test_default_peers_raise_remote_error_for_every_failed_request(
     apair_factory: Factory,
 ) -> None:
+    """Two peers with default settings (x-errors on): a raising handler, a
+    missing one and one returning without a reply each raise RemoteError,
+    not a Timeout."""
+
     async def fails(stream: Any, msg: BinMessage) -> None:
         raise KeyError("nope")
 
-    p = await apair_factory(server_setup=lambda t: t.subscribe(SLOW_ID, fails))
+    async def silent(stream: Any, msg: BinMessage) -> None:
+        await asyncio.sleep(0)
+
+    def setup(t: Any) -> None:
+        t.subscribe(SLOW_ID, fails)
+        t.subscribe(SILENT_ID, silent)
+
+    p = await apair_factory(server_setup=setup)
+    assert p.client.peer.tags == ("x-errors",) and p.server.peer.tags == ("x-errors",)
+    got = []
+    for msg_id in (SLOW_ID, ECHO_ID, SILENT_ID):  # ECHO_ID has no handler here
+        with pytest.raises(gofast.RemoteError) as e:
+            await p.client.request(BinMessage(msg_id, b""), timeout=30)
+        got.append(e.value.remote_type)
+    assert got == ["KeyError", "NoHandler", "NoResponse"]
+    assert p.client.stats()["n_timeouts"] == 0
+
+
+@pytest.mark.parametrize("off", ["client", "server"])
+async def test_without_the_errors_extension_a_failed_request_times_out(
+    apair_factory: Factory, off: str
+) -> None:
+    """One side turned it off, the other left at the default (on)."""
+
+    async def fails(stream: Any, msg: BinMessage) -> None:
+        raise KeyError("nope")
+
+    kw = {f"{off}_settings": OFF}
+    p = await apair_factory(server_setup=lambda t: t.subscribe(SLOW_ID, fails), **kw)
     with pytest.raises(gofast.Timeout):
         await p.client.request(BinMessage(SLOW_ID, b""), timeout=0.2)
     assert p.client.stats()["n_timeouts"] == 1

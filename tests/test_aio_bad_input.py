@@ -672,7 +672,7 @@ async def test_a_malformed_builtin_reply_fails_its_await(
 
 @pytest.fixture
 async def ext() -> AsyncIterator[tuple[ARawPeer, Any]]:
-    """Both sides advertise x-errors (docs/protocol.md §7)."""
+    """Both sides advertise x-errors (docs/protocol.md §9)."""
     async with araw_server({"errors.extension": True}, tags="x-errors") as pair:
         yield pair
 

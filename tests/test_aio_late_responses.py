@@ -59,6 +59,10 @@ async def late_pair(apair_factory: Factory, holder: Holder, **client_settings: A
         client_settings=client_settings or None,
         client_setup=lambda t: t.default_handler(lambda s, m: got.append(m)),
         server_setup=lambda t: t.subscribe(HELD_ID, holder),
+        # The holder answers after its handler returned: that needs x-errors
+        # off on the server (under it, the default, returning without a
+        # reply fails the request at once with RemoteError NoResponse).
+        server_settings={"errors.extension": False},
     )
     p.client_got = got  # type: ignore[attr-defined]
     return p

@@ -20,6 +20,10 @@ from gofast import BinMessage
 ECHO_ID = 300
 HOLD_ID = 301
 POST_ID = 200
+#: Settings of a server whose handlers answer after returning (Held): without
+#: x-errors, which is on by default and would fail such a request at once
+#: (RemoteError NoResponse) instead of leaving it to its timeout.
+HOLDS = {"errors.extension": False}
 
 Factory = Callable[..., Awaitable[APair]]
 
@@ -35,7 +39,8 @@ async def until(pred: Callable[[], bool], timeout: float = 10.0) -> None:
 
 
 class Held:
-    """A REQUEST handler that answers only when told (``release()``)."""
+    """A REQUEST handler that answers only when told (``release()``), after
+    it returned: its server needs HOLDS."""
 
     def __init__(self) -> None:
         self.streams: list[Any] = []
@@ -61,7 +66,7 @@ async def test_cancelling_a_request_gives_it_up_and_drops_its_late_response(
     apair_factory: Factory,
 ) -> None:
     held = Held()
-    p = await apair_factory(server_setup=held_setup(held))
+    p = await apair_factory(server_setup=held_setup(held), server_settings=HOLDS)
     task = asyncio.ensure_future(p.client.request(BinMessage(HOLD_ID, b"late")))
     await until(lambda: len(held.streams) == 1)
     task.cancel()
@@ -97,7 +102,7 @@ async def test_a_cancel_after_the_response_arrived_still_counts_it_as_dropped(
 
 async def test_asyncio_timeout_cancels_the_request(apair_factory: Factory) -> None:
     held = Held()
-    p = await apair_factory(server_setup=held_setup(held))
+    p = await apair_factory(server_setup=held_setup(held), server_settings=HOLDS)
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(0.05):
             await p.client.request(BinMessage(HOLD_ID, b""))
@@ -108,7 +113,7 @@ async def test_asyncio_timeout_cancels_the_request(apair_factory: Factory) -> No
 
 async def test_the_request_timeout_raises_timeout_and_counts(apair_factory: Factory) -> None:
     held = Held()
-    p = await apair_factory(server_setup=held_setup(held))
+    p = await apair_factory(server_setup=held_setup(held), server_settings=HOLDS)
     short = asyncio.ensure_future(p.client.request(BinMessage(HOLD_ID, b"a"), timeout=0.05))
     long = asyncio.ensure_future(p.client.request(BinMessage(HOLD_ID, b"b"), timeout=math.inf))
     with pytest.raises(gofast.Timeout):
@@ -122,7 +127,9 @@ async def test_the_request_timeout_raises_timeout_and_counts(apair_factory: Fact
 async def test_the_request_timeout_setting_is_the_default(apair_factory: Factory) -> None:
     held = Held()
     p = await apair_factory(
-        server_setup=held_setup(held), client_settings={"request.timeout": 0.05}
+        server_setup=held_setup(held),
+        server_settings=HOLDS,
+        client_settings={"request.timeout": 0.05},
     )
     with pytest.raises(gofast.Timeout):
         await p.client.request(BinMessage(HOLD_ID, b""))
@@ -132,7 +139,7 @@ async def test_the_request_timeout_setting_is_the_default(apair_factory: Factory
 
 async def test_close_fails_pending_requests_and_later_calls(apair_factory: Factory) -> None:
     held = Held()
-    p = await apair_factory(server_setup=held_setup(held))
+    p = await apair_factory(server_setup=held_setup(held), server_settings=HOLDS)
     pending = [
         asyncio.ensure_future(p.client.request(BinMessage(HOLD_ID, b"%d" % i))) for i in range(5)
     ]
@@ -154,7 +161,7 @@ async def test_close_fails_pending_requests_and_later_calls(apair_factory: Facto
 
 async def test_the_peers_close_fails_pending_requests(apair_factory: Factory) -> None:
     held = Held()
-    p = await apair_factory(server_setup=held_setup(held))
+    p = await apair_factory(server_setup=held_setup(held), server_settings=HOLDS)
     pending = asyncio.ensure_future(p.client.request(BinMessage(HOLD_ID, b"")))
     await until(lambda: len(held.streams) == 1)
     p.server.close()

@@ -172,9 +172,22 @@ async def test_breaking_out_of_messages_closes_our_side(apair_factory: Factory) 
 
 
 async def test_a_stream_start_without_handler_ends_the_stream(apair: APair) -> None:
-    got = [m async for m in apair.client.messages(BinMessage(START_ID, b""))]
-    assert got == []
+    """Under x-errors (on by default) the end is the peer's NoHandler."""
+    got = []
+    with pytest.raises(gofast.RemoteError) as e:
+        async for m in apair.client.messages(BinMessage(START_ID, b"")):
+            got.append(m)
+    assert got == [] and e.value.remote_type == "NoHandler"
     await _until(lambda: apair.server.stats()["n_mdrops"] >= 1)
+
+
+async def test_without_the_errors_extension_a_refused_stream_just_ends(
+    apair_factory: Factory,
+) -> None:
+    p = await apair_factory(server_settings={"errors.extension": False})
+    got = [m async for m in p.client.messages(BinMessage(START_ID, b""))]
+    assert got == []
+    await _until(lambda: p.server.stats()["n_mdrops"] >= 1)
 
 
 async def test_many_streams_at_once(apair_factory: Factory) -> None:

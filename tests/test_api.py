@@ -24,6 +24,8 @@ POST_ID = 200
 ECHO_ID = 300
 SILENT_ID = 301
 OTHER_ID = 302
+#: A side that sends no error replies, as the Go reference (x-errors is on by default).
+NO_ERRORS_EXT = {"errors.extension": False}
 
 KiB = 1024
 MiB = 1024 * 1024
@@ -119,8 +121,13 @@ def test_handshake_returns_the_peers_whoami_and_version(
     got_by_client, got_by_server = handshake(client, server)
 
     default_buffersize = gofast.default_settings(dialed=False)["buffersize"]
-    assert got_by_client == gofast.Whoami("bob", gofast.Version64(42), default_buffersize, ("lzw",))
-    assert got_by_server == gofast.Whoami("alice", gofast.Version64(7), 32 * KiB, ("gzip", "lzw"))
+    # The tags are each side's encodings, then x-errors (on by default).
+    assert got_by_client == gofast.Whoami(
+        "bob", gofast.Version64(42), default_buffersize, ("lzw", "x-errors")
+    )
+    assert got_by_server == gofast.Whoami(
+        "alice", gofast.Version64(7), 32 * KiB, ("gzip", "lzw", "x-errors")
+    )
     assert client.peer == got_by_client and server.peer == got_by_server
     assert client.peer_version == gofast.Version64(42)
     assert server.peer_version == gofast.Version64(7)
@@ -394,10 +401,12 @@ def test_stream_methods_on_a_request_are_usage_errors(pair_factory: Any, collect
 
 def test_request_timeout_raises_timeout_and_counts(pair_factory: Any, collector: Any) -> None:
     def setup(t: gofast.Transport) -> None:
-        t.subscribe(SILENT_ID, lambda s, m: collector.append(s))  # never answers
+        t.subscribe(SILENT_ID, lambda s, m: collector.append(s))  # answers later
         t.subscribe(ECHO_ID, echo)
 
-    p = pair_factory(server_setup=setup)
+    # A server without x-errors (as the Go reference): under it, a handler
+    # returning without a reply would be a RemoteError, not a timeout.
+    p = pair_factory(server_setup=setup, server_settings=NO_ERRORS_EXT)
     t0 = time.monotonic()
     with pytest.raises(gofast.Timeout) as err:
         p.client.request(BinMessage(SILENT_ID, b"q"), timeout=0.2)
@@ -417,6 +426,7 @@ def test_request_timeout_setting_is_the_default_timeout(pair_factory: Any) -> No
     p = pair_factory(
         client_settings={"request.timeout": 0.2},
         server_setup=lambda t: t.subscribe(SILENT_ID, lambda s, m: None),
+        server_settings=NO_ERRORS_EXT,  # else a RemoteError at once, as above
     )
     t0 = time.monotonic()
     with pytest.raises(gofast.Timeout):
@@ -617,7 +627,7 @@ def test_compressed_payloads_arrive_intact(
         server_setup=lambda t: t.subscribe(ECHO_ID, echo),
         client_setup=lambda t: t.subscribe(POST_ID, lambda s, m: collector.append(m.data)),
     )
-    assert p.client.peer.tags == tuple(t for t in server_tags.split(",") if t)
+    assert p.client.peer.tags == (*(t for t in server_tags.split(",") if t), "x-errors")
     sent = []
     for size in SIZES:
         for compressible in (False, True):

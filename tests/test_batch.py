@@ -42,7 +42,9 @@ def test_request_many_decodes_with_the_response_type(pair_factory: Any) -> None:
 
 
 def test_request_many_times_out_as_a_whole_and_quarantines_the_rest(pair_factory: Any) -> None:
-    p = pair_factory(server_setup=echo_server)
+    # A server without x-errors (as the Go reference): under it, the default,
+    # SILENT_ID's handler returning without a reply would be a RemoteError.
+    p = pair_factory(server_setup=echo_server, server_settings={"errors.extension": False})
     msgs = [BinMessage(ECHO_ID, b"a"), BinMessage(SILENT_ID, b"b"), BinMessage(SILENT_ID, b"c")]
     with pytest.raises(gofast.Timeout):
         p.client.request_many(msgs, timeout=0.3)

@@ -221,7 +221,13 @@ def test_request_handed_to_another_thread_works(pair_factory: Any, collector: An
         holder.append(t)
         t.subscribe(NESTED_ID, handler)
 
-    p = pair_factory(server_setup=setup, client_setup=lambda t: t.subscribe(ECHO_ID, echo))
+    # Answering after the handler returned needs x-errors off on the server:
+    # under it (the default) the request would fail at once with NoResponse.
+    p = pair_factory(
+        server_setup=setup,
+        client_setup=lambda t: t.subscribe(ECHO_ID, echo),
+        server_settings={"errors.extension": False},
+    )
     try:
         assert p.client.request(BinMessage(NESTED_ID, b""), timeout=10).data == b"outer+inner"
     finally:
@@ -237,6 +243,7 @@ def test_fifth_concurrent_request_on_four_opaques_raises_opaque_exhausted(
     p = pair_factory(
         client_settings=OPAQUES_4,
         server_setup=lambda t: t.subscribe(SILENT_ID, lambda s, m: collector.append(s)),
+        server_settings={"errors.extension": False},  # answers after returning, as above
     )
     with ThreadPoolExecutor(4) as pool:
         waiting = [

@@ -100,7 +100,7 @@ def test_a_connection_logs_connect_handshake_and_close_at_info(
     assert f"local {local[0]}:{local[1]}" in connected, connected
     assert f"peer {remote[0]}:{remote[1]}" in connected, connected
     (hs,) = records.at(logging.INFO, "gofast[client]", "handshake")
-    assert 'peer "server"' in hs and "version 1" in hs and 'tags "gzip"' in hs, hs
+    assert 'peer "server"' in hs and "version 1" in hs and 'tags "gzip,x-errors"' in hs, hs
     (closed,) = records.at(logging.INFO, "gofast[client]", "closed")
     st = pair.client.stats()
     # Its whoami request, its answer to the server's, and the POST at least.

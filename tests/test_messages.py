@@ -16,7 +16,12 @@ from gofast import BinMessage
 
 
 def test_after_our_close_calls_say_closed_by_this_side(pair_factory: Any) -> None:
-    p = pair_factory(server_setup=lambda t: t.subscribe(100, lambda s, m: None))
+    # The server holds the request: without x-errors (on by default, it
+    # would answer a handler returning without a reply with a RemoteError).
+    p = pair_factory(
+        server_setup=lambda t: t.subscribe(100, lambda s, m: None),
+        server_settings={"errors.extension": False},
+    )
     with ThreadPoolExecutor(1) as pool:
         pending = pool.submit(p.client.request, BinMessage(100, b"held"), None, 30)
         # the server holds it: wait until it is really in flight

@@ -1,11 +1,13 @@
-"""The x-errors extension (docs/protocol.md §7): with both sides advertising
-it, a failed REQUEST or STREAM-START reaches the caller as RemoteError at
-once; with either side without it, nothing changes on the wire."""
+"""The x-errors extension (docs/protocol.md §9), on by default: with both
+sides advertising it, a failed REQUEST or STREAM-START reaches the caller as
+RemoteError at once; with either side without it (a Go peer, or
+``errors.extension: False``), nothing changes on the wire."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import cbor2
@@ -19,6 +21,7 @@ from gofast import BinMessage
 FAIL_ID, SILENT_ID, ECHO_ID, GEN_ID, UNKNOWN_ID = 400, 401, 402, 403, 499
 ERROR_ID = 0x1004
 EXT = {"errors.extension": True}
+OFF = {"errors.extension": False}
 
 
 def failing(stream: Any, msg: BinMessage) -> None:
@@ -57,10 +60,27 @@ def remote_error(call: Any) -> gofast.RemoteError:
     return info.value
 
 
-def test_the_extension_is_off_by_default_and_takes_a_bool() -> None:
-    assert gofast.default_settings()["errors.extension"] is False
+def test_the_extension_is_on_by_default_and_takes_a_bool() -> None:
+    assert gofast.default_settings(dialed=True)["errors.extension"] is True
+    assert gofast.default_settings(dialed=False)["errors.extension"] is True
     with gofast.listen(("127.0.0.1", 0)) as lis, pytest.raises(gofast.SettingsError):
         gofast.Transport.connect(lis.address, settings={"errors.extension": "yes"})
+
+
+def test_default_peers_raise_remote_error_for_every_failed_request(pair_factory: Any) -> None:
+    """Two peers with default settings, as a new user has them: a raising
+    handler, a missing one and one returning without a reply each raise
+    RemoteError (on the old default, off, each waited out its timeout)."""
+    p: Pair = pair_factory(server_setup=setup)
+    assert p.client.peer.tags == ("x-errors",) and p.server.peer.tags == ("x-errors",)
+    got = []
+    for msg_id in (FAIL_ID, UNKNOWN_ID, SILENT_ID):
+        with pytest.raises(gofast.RemoteError) as info:
+            p.client.request(BinMessage(msg_id, b"x"), timeout=30)
+        got.append(info.value.remote_type)
+    assert got == ["ValueError", "NoHandler", "NoResponse"]
+    assert p.client.stats()["n_timeouts"] == 0
+    assert p.client.request(BinMessage(ECHO_ID, b"ok"), timeout=10).data == b"ok"
 
 
 def test_a_raising_handler_raises_remote_error(pair_factory: Any) -> None:
@@ -108,9 +128,10 @@ def test_a_failed_stream_start_ends_the_openers_stream(pair_factory: Any) -> Non
     s.close()
 
 
-@pytest.mark.parametrize("on", ["client", "server"])
-def test_one_side_without_it_times_out_as_before(pair_factory: Any, on: str) -> None:
-    kw = {f"{on}_settings": EXT}
+@pytest.mark.parametrize("off", ["client", "server"])
+def test_one_side_without_it_times_out_as_before(pair_factory: Any, off: str) -> None:
+    """One side turned it off, the other left at the default (on)."""
+    kw = {f"{off}_settings": OFF}
     p: Pair = pair_factory(server_setup=setup, **kw)
     for msg_id in (FAIL_ID, UNKNOWN_ID, SILENT_ID):
         with pytest.raises(gofast.Timeout):
@@ -144,22 +165,60 @@ def fail_everything(raw: wire.RawPeer) -> tuple[list[int], int]:
     return requests, start
 
 
-@pytest.mark.parametrize("ours", [{}, EXT])
-def test_against_a_peer_without_the_tag_nothing_changes(ours: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    ("ours", "tags"),
+    [
+        ({}, "x-errors"),
+        ({"tags": "gzip,lzw"}, "gzip,lzw,x-errors"),
+        (OFF, ""),
+        ({"tags": "gzip", "errors.extension": False}, "gzip"),
+    ],
+    ids=["default", "encodings", "off", "encodings-off"],
+)
+def test_our_whoami_bytes_carry_the_tag(ours: dict[str, Any], tags: str) -> None:
+    """The whoami REQUEST and RESPONSE our transport writes, byte for byte:
+    by default its tags end in ``x-errors``, after any encodings."""
+    buffersize = gofast.default_settings()["buffersize"]
+    want = wire.whoami_payload("lib-client", 1, buffersize, tags)
+    with (
+        wire.raw_server(ours, handshake=False) as (raw, transport),
+        ThreadPoolExecutor(1) as pool,
+    ):
+        done = pool.submit(transport.handshake, 10)
+        req = raw.read_frame(10)
+        assert (req.kind, req.id, req.data) == (wire.REQUEST, wire.WHOAMI_ID, want)
+        raw.send_frame(wire.REQUEST, req.opaque, wire.WHOAMI_ID, raw.whoami())
+        ask = raw.next_opaque()
+        raw.send_frame(wire.REQUEST, ask, wire.WHOAMI_ID, raw.whoami())
+        resp = raw.read_frame(10)
+        assert (resp.kind, resp.opaque, resp.id, resp.data) == (
+            wire.REQUEST,
+            ask,
+            wire.WHOAMI_ID,
+            want,
+        )
+        assert done.result(10).name == raw.name
+
+
+@pytest.mark.parametrize(
+    ("ours", "tags"), [(OFF, ""), ({}, "x-errors"), (EXT, "x-errors")], ids=["off", "default", "on"]
+)
+def test_against_a_peer_without_the_tag_nothing_changes(ours: dict[str, Any], tags: str) -> None:
     """A raw peer (as the Go reference) without x-errors: a failed REQUEST
     gets no frame at all, a failed STREAM-START only its FINISH, as without
-    the extension; only our whoami's tags name it."""
+    the extension; only our whoami's tags name it (unless it is off)."""
     with wire.raw_server(ours, setup=setup, handshake=False) as (raw, transport):
         theirs = raw.handshake(transport)
-        assert theirs.tags == ("x-errors" if ours else "")
+        assert theirs.tags == tags
         _, start = fail_everything(raw)
         frames = frames_until_ping(raw)
         assert [(f.kind, f.opaque) for f in frames] == [(wire.FINISH, start)], frames
 
 
-def test_a_peer_with_the_tag_gets_error_replies() -> None:
+@pytest.mark.parametrize("ours", [{}, EXT], ids=["default", "on"])
+def test_a_peer_with_the_tag_gets_error_replies(ours: dict[str, Any]) -> None:
     """The bytes of the extension, as a raw peer that advertises it sees them."""
-    with wire.raw_server(EXT, setup=setup, tags="x-errors") as (raw, transport):
+    with wire.raw_server(ours, setup=setup, tags="x-errors") as (raw, transport):
         assert transport.peer.tags == ("x-errors",)
         requests, start = fail_everything(raw)
         frames = frames_until_ping(raw)
@@ -181,3 +240,13 @@ def test_a_peer_with_the_tag_gets_error_replies() -> None:
             (wire.STREAM_MSG, start, ERROR_ID, ["ValueError", "bad input: y"]),
         ]
         assert [(f.kind, f.opaque) for f in frames[4:]] == [(wire.FINISH, start)]
+
+
+def test_turned_off_it_sends_nothing_to_a_peer_with_the_tag() -> None:
+    """``errors.extension: False`` on our side: a raw peer that advertises
+    x-errors gets no error frame, as a peer without the tag."""
+    with wire.raw_server(OFF, setup=setup, tags="x-errors") as (raw, transport):
+        assert transport.peer.tags == ("x-errors",)
+        _, start = fail_everything(raw)
+        frames = frames_until_ping(raw)
+        assert [(f.kind, f.opaque) for f in frames] == [(wire.FINISH, start)], frames

@@ -291,6 +291,9 @@ class Conversation:
             # README quirk 5: the batch-3 conversations ran with a 20 ms
             # flush period on both sides; batch 1 sends every frame at once.
             "flush.period": 0.02 if self.batchsize > 1 else None,
+            # The recorded peers are the Go reference, which has no x-errors
+            # extension: on (our default), our whoami would carry the tag.
+            "errors.extension": False,
         }
 
     def handshake_frames(self, direction: str, requester: tuple[int, int]) -> tuple[Frame, Frame]:

@@ -401,7 +401,9 @@ def test_stream_to_an_id_without_handler_ends_and_releases_the_opaque(
 ) -> None:
     p = pair_factory()
     s = p.client.stream(BinMessage(STREAM_ID, b""), collector.append)
-    assert collector.wait_for(1) == [None], "the opener never learns the stream is refused"
+    assert collector.wait_for(1) == [None], "the callback sees only the end"
+    # ... and stream.error why, under x-errors (on by default).
+    assert isinstance(s.error, gofast.RemoteError) and s.error.remote_type == "NoHandler"
     s.send(seq(1), flush=True)  # our side is still open; the peer drops it
     s.close()
     released(p.client, p.server)

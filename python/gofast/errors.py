@@ -65,7 +65,7 @@ class RemoteError(GofastError):
     id, or it returned without a reply. Raised by ``request()``, and by a
     stream's ``recv()``/iteration (or found in ``stream.error``), only when
     both sides advertise the ``x-errors`` extension (setting
-    ``errors.extension``; docs/protocol.md §7).
+    ``errors.extension``, on by default; docs/protocol.md §9).
 
     ``remote_type`` is the name of the peer's exception type (or
     ``"NoHandler"``, ``"NoResponse"``), ``remote_message`` its message."""

@@ -25,9 +25,10 @@ key                       default                meaning
 ``idle.timeout``          None                   seconds without a received byte (heartbeats
                                                  count) before the connection is closed
                                                  (None: never)
-``errors.extension``      False                  advertise ``x-errors`` (docs/protocol.md §9):
+``errors.extension``      True                   advertise ``x-errors`` (docs/protocol.md §9):
                                                  with a peer that advertises it too, failed
                                                  requests and streams raise ``RemoteError``
+                                                 at once (False: they time out)
 ``reader``                ``"thread"``           who reads the socket: ``"thread"``, a reader
                                                  thread per transport; ``"shared"``, one epoll
                                                  thread for every such transport of the process
@@ -40,6 +41,12 @@ key                       default                meaning
 The default opaque ranges of a dialing and an accepting side do not overlap
 each other, nor the Go reference's default 1000..5000, so any two peers with
 default settings can talk. Give a Go peer a range outside ours.
+
+``errors.extension`` is on by default and changes nothing with the Go
+reference, which does not advertise it (it logs our whoami's ``x-errors``
+tag as unknown, once per connection, and ignores it). Under it a request
+handler must answer before it returns; set it to False on a side whose
+handlers respond later from another thread.
 
 ``streams.max`` is the largest range a default peer of this package uses, so
 no such peer is ever refused; a hostile peer is held to that many streams.

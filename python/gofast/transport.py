@@ -5,7 +5,8 @@ A :class:`Transport` is made by :meth:`Transport.connect`, by
 :meth:`Transport.from_socket`. Subscribe handlers, call :meth:`handshake`,
 then post, request and stream. Handlers run on the transport's reader thread
 (holding the GIL only while Python code runs) and must return quickly: hand
-long work to another thread.
+long work to another thread (a REQUEST handler that responds from there
+needs the setting ``errors.extension`` off on its side; see :data:`Handler`).
 """
 
 from __future__ import annotations
@@ -68,10 +69,13 @@ STREAM-START.
 
 A REQUEST handler may return its reply (the same as ``respond(reply)``); one
 that neither returns nor sends a reply is reported: to the requester as a
-``RemoteError`` under the ``x-errors`` extension, else by one warning per
-message id on the ``gofast`` logger (a handler that answers later, from
-another thread, sees that warning once; under ``x-errors`` it must answer
-before it returns, as its requester has its ``RemoteError`` by then).
+``RemoteError`` (``NoResponse``) under the ``x-errors`` extension (setting
+``errors.extension``, on by default, used when the peer advertises it too),
+else by one warning per message id on the ``gofast`` logger. So under
+``x-errors`` a handler must answer before it returns, as its requester has
+its ``RemoteError`` by then and drops a later reply; a handler that answers
+later, from another thread, needs ``settings={"errors.extension": False}``
+on its transport (it then sees that warning once).
 
 A STREAM-START handler returns the stream's callback, or None, or is a
 generator function: its yields are sent on the stream and its end closes

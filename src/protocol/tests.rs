@@ -13,7 +13,7 @@ use crate::builtin::{self, Whoami, ERROR_ID, HEARTBEAT_ID, PING_ID, WHOAMI_ID};
 use crate::codec::{Encoding, Kind};
 use crate::errors::{Error, ProtocolError};
 use crate::exchange::{Origin, OwnedMessage};
-use crate::settings::Settings;
+use crate::settings::{Role, Settings};
 use crate::writer::{Data, Urgency};
 
 const ID: u64 = 100;
@@ -110,6 +110,18 @@ fn the_peers_tags_choose_the_encodings_an_unknown_one_is_left_out() {
     s.post(ID, Data::copied(b"again"), true).unwrap();
     feed(&r, &sink.take_bytes());
     assert_eq!(r.handler().take(), vec![Call::Post(ID, b"again".to_vec())]);
+}
+
+#[test]
+fn by_default_our_whoami_advertises_the_extension() {
+    let (s, _) = session(dialer(), Recording::default());
+    assert_eq!(s.whoami().tags, "x-errors");
+    let (s, _) = session(Settings::defaults(Role::Acceptor), Recording::default());
+    assert_eq!(s.whoami().tags, "x-errors");
+    let mut off = dialer();
+    off.errors_ext = false;
+    let (s, _) = session(off, Recording::default());
+    assert_eq!(s.whoami().tags, "");
 }
 
 #[test]

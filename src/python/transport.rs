@@ -110,7 +110,7 @@ impl PyTransport {
         response_type: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
         if reply.id == builtin::ERROR_ID && self.inner.errors_ext() {
-            // The peer's handler failed (x-errors, docs/protocol.md §7).
+            // The peer's handler failed (x-errors, docs/protocol.md §9).
             let (t, m) = builtin::decode_error(&reply.data).map_err(Error::Protocol)?;
             return Err(RemoteError::new_err((t, m)));
         }
