@@ -15,7 +15,7 @@ import pytest
 
 import gofast
 import wire
-from conftest import Pair
+from conftest import Pair, wait_until
 from gofast import BinMessage
 
 FAIL_ID, SILENT_ID, ECHO_ID, GEN_ID, UNKNOWN_ID = 400, 401, 402, 403, 499
@@ -250,3 +250,37 @@ def test_turned_off_it_sends_nothing_to_a_peer_with_the_tag() -> None:
         _, start = fail_everything(raw)
         frames = frames_until_ping(raw)
         assert [(f.kind, f.opaque) for f in frames] == [(wire.FINISH, start)], frames
+
+
+DEFER_ID = 404
+
+
+def test_a_handler_may_keep_its_stream_and_answer_later_from_another_thread(
+    pair_factory: Any,
+) -> None:
+    """Returning without a reply is no error while the handler keeps the
+    stream: the requester gets the late answer, not NoResponse."""
+    kept: list[Any] = []
+    p = pair_factory(server_setup=lambda t: t.subscribe(DEFER_ID, lambda s, m: kept.append(s)))
+    with ThreadPoolExecutor(1) as pool:
+        reply = pool.submit(p.client.request, BinMessage(DEFER_ID, b"x"), None, 30)
+        wait_until(lambda: len(kept) == 1, what="the handler kept the stream")
+        # The server reads in order: once the ping is answered, it is done
+        # with the request's handler (a NoResponse would have gone first).
+        assert p.client.ping("after", timeout=10) == "after"
+        kept.pop().respond(BinMessage(DEFER_ID, b"later"))
+        assert reply.result(10).data == b"later"
+    assert p.server._requests_unanswered() == 0
+
+
+def test_a_kept_stream_let_go_unanswered_raises_remote_error_then(pair_factory: Any) -> None:
+    kept: list[Any] = []
+    p = pair_factory(server_setup=lambda t: t.subscribe(DEFER_ID, lambda s, m: kept.append(s)))
+    with ThreadPoolExecutor(1) as pool:
+        reply = pool.submit(p.client.request, BinMessage(DEFER_ID, b"x"), None, 30)
+        wait_until(lambda: len(kept) == 1, what="the handler kept the stream")
+        assert p.server._requests_unanswered() == 1
+        kept.clear()  # the last reference goes: nobody can answer it now
+        e = remote_error(lambda: reply.result(10))
+    assert e.remote_type == "NoResponse"
+    assert p.server._requests_unanswered() == 0

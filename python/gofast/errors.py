@@ -62,7 +62,7 @@ class UsageError(GofastError, ValueError):
 
 class RemoteError(GofastError):
     """The peer's handler failed: it raised, there was none for the message
-    id, or it returned without a reply. Raised by ``request()``, and by a
+    id, or nothing can answer the request any more. Raised by ``request()``, and by a
     stream's ``recv()``/iteration (or found in ``stream.error``), only when
     both sides advertise the ``x-errors`` extension (setting
     ``errors.extension``, on by default; docs/protocol.md §9).

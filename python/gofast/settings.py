@@ -45,8 +45,9 @@ default settings can talk. Give a Go peer a range outside ours.
 ``errors.extension`` is on by default and changes nothing with the Go
 reference, which does not advertise it (it logs our whoami's ``x-errors``
 tag as unknown, once per connection, and ignores it). Under it a request
-handler must answer before it returns; set it to False on a side whose
-handlers respond later from another thread.
+nobody can answer any more (its handler returned without a reply and kept
+no reference to its stream) gets a ``NoResponse`` error reply; a handler
+that keeps its stream may still answer later, from another thread.
 
 ``streams.max`` is the largest range a default peer of this package uses, so
 no such peer is ever refused; a hostile peer is held to that many streams.

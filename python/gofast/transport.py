@@ -67,15 +67,14 @@ Handler = Callable[
 stream to ``respond()`` through for a REQUEST, and the new stream for a
 STREAM-START.
 
-A REQUEST handler may return its reply (the same as ``respond(reply)``); one
-that neither returns nor sends a reply is reported: to the requester as a
-``RemoteError`` (``NoResponse``) under the ``x-errors`` extension (setting
-``errors.extension``, on by default, used when the peer advertises it too),
-else by one warning per message id on the ``gofast`` logger. So under
-``x-errors`` a handler must answer before it returns, as its requester has
-its ``RemoteError`` by then and drops a later reply; a handler that answers
-later, from another thread, needs ``settings={"errors.extension": False}``
-on its transport (it then sees that warning once).
+A REQUEST handler may return its reply (the same as ``respond(reply)``), or
+keep its ``stream`` and answer later, from another thread. A request nobody
+can answer any more (the handler returned without a reply and kept no
+reference to the stream, or the last reference went unanswered) is
+reported: to the requester as a ``RemoteError`` (``NoResponse``) under the
+``x-errors`` extension (setting ``errors.extension``, on by default, used
+when the peer advertises it too), else by one warning per message id on the
+``gofast`` logger.
 
 A STREAM-START handler returns the stream's callback, or None, or is a
 generator function: its yields are sent on the stream and its end closes

@@ -150,6 +150,12 @@ impl PyHandler {
         if stream.get().responded() {
             return;
         }
+        // Another reference than ours: the handler kept the stream to
+        // answer later (from another thread). Its drop tells the peer if
+        // that never happens (`PyStream::drop`).
+        if stream.get_refcnt() > 1 {
+            return;
+        }
         if session.errors_ext() {
             let why = format!("the handler for message id {id} returned without a reply");
             session.send_error(Kind::Request, opaque, "NoResponse", &why);
@@ -162,8 +168,9 @@ impl PyHandler {
                 py,
                 session,
                 &format!(
-                    "the handler for message id {id} returned without a reply (nor returned one); \
-                     its requester waits for its timeout (warned once per message id)"
+                    "the handler for message id {id} returned without a reply (nor returned one) \
+                     and kept no reference to its stream; its requester waits for its timeout \
+                     (warned once per message id)"
                 ),
             );
         }

@@ -195,8 +195,24 @@ impl PyStream {
 }
 
 impl Drop for PyStream {
+    /// A request still unanswered when its stream goes can never be
+    /// answered: its count ends, and under `x-errors` the peer is told now
+    /// (a handler that kept the stream to answer later, from another
+    /// thread, is told nothing until then).
     fn drop(&mut self) {
-        self.answered(); // nobody can answer it any more
+        if !self.counted.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        self.session.handler().request_ended();
+        if self.role == Role::Request && !self.responded() {
+            // Not from a fork()ed child: the socket is the parent's.
+            if let Ok(session) = owned_session(&self.session) {
+                if session.errors_ext() && !session.is_closed() {
+                    let why = "the request's handler let go of it without a reply";
+                    session.send_error(Kind::Request, self.opaque, "NoResponse", why);
+                }
+            }
+        }
     }
 }
 
