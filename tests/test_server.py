@@ -153,13 +153,13 @@ def test_stop_closes_after_grace_when_work_never_finishes() -> None:
             reply.result(10)
 
 
-def test_a_request_nobody_can_answer_any_more_is_not_left_in_flight() -> None:
+@pytest.mark.parametrize("ext", [False, True], ids=["plain", "x-errors"])
+def test_a_request_nobody_can_answer_any_more_is_not_left_in_flight(ext: bool) -> None:
     """A handler that returns without responding and keeps no reference to
-    its stream leaves nothing that could answer: stop() need not wait."""
+    its stream leaves nothing that could answer: stop() need not wait. (With
+    x-errors the requester is told at once; without, it sees the close.)"""
     entered = threading.Event()
-    # Without x-errors, so the peer is not told at once that nobody answers.
-    quiet = {"errors.extension": False}
-    s = gofast.Server(name="dropped", settings=quiet)
+    s = gofast.Server(name="dropped", settings={"errors.extension": ext})
     s.subscribe(SLOW_ID, lambda _s, _m: entered.set()).start()
     c = dial(s)
     with ThreadPoolExecutor(1) as pool:
@@ -169,7 +169,8 @@ def test_a_request_nobody_can_answer_any_more_is_not_left_in_flight() -> None:
         t0 = time.monotonic()
         s.stop(grace=30)
         assert time.monotonic() - t0 < 10, "stop() waited for a request nobody can answer"
-        with pytest.raises(gofast.ConnectionClosed):
+        expected = gofast.RemoteError if ext else gofast.ConnectionClosed
+        with pytest.raises(expected):
             reply.result(10)
 
 
