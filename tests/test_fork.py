@@ -9,11 +9,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parent / "procs" / "fork_child.py"
 
 
-def test_a_forked_child_leaves_the_parents_connection_alone() -> None:
-    done = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True, timeout=60)
+@pytest.mark.parametrize("reader", ["thread", "shared"])
+def test_a_forked_child_leaves_the_parents_connection_alone(reader: str) -> None:
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), reader], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     child, parent = (json.loads(line) for line in done.stdout.splitlines())
     assert child["child_own_pair"] is True

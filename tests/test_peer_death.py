@@ -17,11 +17,14 @@ SENDER = Path(__file__).resolve().parent / "procs" / "sender_under_fault.py"
 REPS = 25
 
 
+@pytest.mark.parametrize("reader", ["thread", "shared"])
 @pytest.mark.parametrize("level", ["WARNING", "CRITICAL"])
 @pytest.mark.parametrize("mode", ["post", "stream", "respond"])
-def test_peer_killed_while_sending(mode: str, level: str) -> None:
+def test_peer_killed_while_sending(mode: str, level: str, reader: str) -> None:
+    """``reader``: the sender's transports read by their own reader thread,
+    or by the shared reader (which then also runs the respond handler)."""
     proc = subprocess.Popen(
-        [sys.executable, str(SENDER), mode, str(REPS), level],
+        [sys.executable, str(SENDER), mode, str(REPS), level, reader],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -31,7 +34,9 @@ def test_peer_killed_while_sending(mode: str, level: str) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         out, err = proc.communicate()
-        pytest.fail(f"the sender froze ({mode}, {level}); it printed:\n{out}\n{err[-3000:]}")
+        pytest.fail(
+            f"the sender froze ({mode}, {level}, {reader}); it printed:\n{out}\n{err[-3000:]}"
+        )
     assert proc.returncode == 0, err[-3000:]
     lines = [json.loads(line) for line in out.splitlines()]
     rounds, last = lines[:-1], lines[-1]

@@ -3,7 +3,9 @@
 The child uses the inherited transports (each call must raise UsageError),
 closes them and exits through sys.exit, so atexit handlers run; it also
 makes a transport pair of its own, which must work. The parent then checks
-that its connection survived all that. Prints one JSON object."""
+that its connection survived all that. Prints one JSON object. An argument
+is the setting ``reader`` of every transport ("thread", the default, or
+"shared": the child then starts a shared reader of its own)."""
 
 from __future__ import annotations
 
@@ -16,11 +18,13 @@ from typing import Any
 import gofast
 from gofast import BinMessage
 
+SETTINGS = {"reader": sys.argv[1] if len(sys.argv) > 1 else "thread"}
+
 
 def pair(name: str) -> tuple[gofast.Transport, gofast.Transport]:
     with gofast.listen(("127.0.0.1", 0)) as lis:
-        client = gofast.Transport.connect(lis.address, name=f"{name}-client")
-        server = lis.accept(name=f"{name}-server", timeout=10.0)
+        client = gofast.Transport.connect(lis.address, name=f"{name}-client", settings=SETTINGS)
+        server = lis.accept(name=f"{name}-server", settings=SETTINGS, timeout=10.0)
     server.subscribe(100, lambda stream, msg: stream.respond(msg))
     done = threading.Thread(target=server.handshake, args=(10.0,))
     done.start()

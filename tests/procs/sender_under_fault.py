@@ -1,14 +1,15 @@
 """The process under test for tests/test_peer_death.py: a gofast service
 whose peer is SIGKILLed while it sends.
 
-Usage: sender_under_fault.py MODE REPS LOGLEVEL. For each repetition it
+Usage: sender_under_fault.py MODE REPS LOGLEVEL [READER]. For each repetition it
 starts tests/procs/dying_peer.py, connects and handshakes, then sends in a
 loop from its main thread (MODE ``post``: 512 B POSTs; ``stream``: messages
 on a stream it opened; ``respond``: answers to the peer's REQUESTs) while
 another thread SIGKILLs the peer after a short random delay. It prints one
 JSON line per repetition: how long after the kill the main thread got
 ConnectionClosed. At the end it serves a new client in-process (handshake
-and a request) and prints ``{"served": true}``.
+and a request) and prints ``{"served": true}``. READER is the setting
+``reader`` of its transports ("thread", the default, or "shared").
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import gofast
 
 PEER = Path(__file__).resolve().with_name("dying_peer.py")
 DATA = gofast.BinMessage(100, b"x" * 512)
+SETTINGS: dict[str, Any] = {}  # {"reader": READER}, set by main()
 
 
 def one_round(mode: str) -> dict[str, Any]:
@@ -38,7 +40,7 @@ def one_round(mode: str) -> dict[str, Any]:
         assert peer.stdout is not None
         port = int(peer.stdout.readline())
         requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        t = gofast.Transport.connect(("127.0.0.1", port), name=f"sender-{mode}")
+        t = gofast.Transport.connect(("127.0.0.1", port), name=f"sender-{mode}", settings=SETTINGS)
         t.subscribe(100, lambda stream, msg: requests.put(stream))
         t.handshake(10.0)
         killed_at: list[float] = []
@@ -81,8 +83,8 @@ def one_round(mode: str) -> dict[str, Any]:
 
 def serve_a_new_client() -> bool:
     with gofast.listen(("127.0.0.1", 0)) as lis:
-        client = gofast.Transport.connect(lis.address, name="late-client")
-        server = lis.accept(name="late-server", timeout=10.0)
+        client = gofast.Transport.connect(lis.address, name="late-client", settings=SETTINGS)
+        server = lis.accept(name="late-server", settings=SETTINGS, timeout=10.0)
         server.subscribe(100, lambda stream, msg: stream.respond(msg))
         done = threading.Thread(target=server.handshake, args=(10.0,))
         done.start()
@@ -96,6 +98,7 @@ def serve_a_new_client() -> bool:
 
 def main() -> None:
     mode, reps, level = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    SETTINGS["reader"] = sys.argv[4] if len(sys.argv) > 4 else "thread"
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
     logging.getLogger("gofast").setLevel(level)
     for _ in range(reps):
