@@ -14,12 +14,18 @@ import pytest
 SCRIPT = Path(__file__).resolve().parent / "procs" / "sigint_during.py"
 
 
+CALLS = ["handshake", "post", "post_many", "stream.send", "request", "recv"]
+
+
 @pytest.mark.parametrize(
-    "call", ["handshake", "post", "post_many", "stream.send", "request", "recv", "accept"]
+    "call, reader",
+    [(c, "thread") for c in [*CALLS, "accept"]] + [(c, "shared") for c in CALLS],
 )
-def test_sigint_interrupts_a_blocked_call(call: str) -> None:
+def test_sigint_interrupts_a_blocked_call(call: str, reader: str) -> None:
+    """``reader``: the transport read by its own reader thread, or by the
+    shared reader (``accept`` has no transport yet)."""
     proc = subprocess.Popen(
-        [sys.executable, str(SCRIPT), call],
+        [sys.executable, str(SCRIPT), call, reader],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -1,9 +1,10 @@
 """Blocks in one gofast call and gets SIGINT while blocked (tests/test_signals.py).
 
-Usage: sigint_during.py CALL. A raw peer plays along just enough to make
-CALL block (it never answers, or stops reading). Another thread sends
+Usage: sigint_during.py CALL [READER]. A raw peer plays along just enough to
+make CALL block (it never answers, or stops reading). Another thread sends
 SIGINT once the call is known to be blocked, and the script prints how long
-the KeyboardInterrupt took to arrive after it, as JSON."""
+the KeyboardInterrupt took to arrive after it, as JSON. READER is the
+setting ``reader`` of the transport ("thread", the default, or "shared")."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ import gofast  # noqa: E402
 from gofast import BinMessage  # noqa: E402
 from wire import REQUEST, STREAM_START, WHOAMI_ID, RawPeer, raw_server  # noqa: E402
 
-SMALL = {"pending.max": 64 * 1024}
+READER = {"reader": sys.argv[2] if len(sys.argv) > 2 else "thread"}
+SMALL = {"pending.max": 64 * 1024, **READER}
 sent_at: list[float] = []
 
 
@@ -68,7 +70,7 @@ def stuck(progress: Callable[[], int], quiet: float = 0.3) -> Callable[[], bool]
 
 def handshake() -> None:
     with socket.create_server(("127.0.0.1", 0)) as lis:
-        t = gofast.Transport.connect(lis.getsockname()[:2])
+        t = gofast.Transport.connect(lis.getsockname()[:2], settings=READER)
         conn, _ = lis.accept()
         raw = RawPeer(conn)
         got = threading.Event()
@@ -99,7 +101,7 @@ def flooded(send: Callable[[gofast.Transport], None]) -> None:
 
 
 def request() -> None:
-    with raw_server() as (raw, t):
+    with raw_server(READER) as (raw, t):
         got = threading.Event()
         threading.Thread(target=lambda: (raw.read_frame(10), got.set()), daemon=True).start()
         interrupt_when(got.is_set)
@@ -108,7 +110,7 @@ def request() -> None:
 
 
 def recv() -> None:
-    with raw_server() as (raw, t):
+    with raw_server(READER) as (raw, t):
         stream = t.stream(BinMessage(100, b"open"))
         frame = raw.read_frame(10)
         assert frame.kind == STREAM_START
