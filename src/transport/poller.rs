@@ -273,39 +273,19 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::codec::Message;
     use crate::io::{Link, Socket};
-    use crate::protocol::{Dispatched, Session};
+    use crate::protocol::testing::Recording;
     use crate::settings::{Role, Settings};
-    use crate::writer::Data;
 
-    /// Answers every REQUEST with its own message.
-    struct Echo;
+    type Echo = Recording;
 
-    impl Handler for Echo {
-        type Callback = ();
-        fn batch(&self, run: &mut dyn FnMut()) {
-            run()
+    /// Answers REQUESTs of id 7 with "re:" and their data.
+    fn echo() -> Echo {
+        Recording {
+            ids: [7].into(),
+            answer: true,
+            ..Default::default()
         }
-        fn on_post(&self, _: &Arc<Session<Self>>, _: &Message<'_>) -> Dispatched {
-            Dispatched::Handled
-        }
-        fn on_request(&self, s: &Arc<Session<Self>>, opaque: u64, m: &Message<'_>) -> Dispatched {
-            match s.respond(opaque, m.id, Data::copied(&m.data), true) {
-                Ok(_) => Dispatched::Handled,
-                Err(_) => Dispatched::NoHandler,
-            }
-        }
-        fn on_stream_start(
-            &self,
-            _: &Arc<Session<Self>>,
-            _: u64,
-            _: &Message<'_>,
-        ) -> std::result::Result<Option<()>, Dispatched> {
-            Err(Dispatched::NoHandler)
-        }
-        fn on_stream_msg(&self, _: &Arc<Session<Self>>, _: &(), _: Option<&Message<'_>>) {}
-        fn on_closed(&self) {}
     }
 
     fn core(sock: TcpStream, role: Role, poller: &Arc<Poller<Echo>>) -> Arc<Core<Echo>> {
@@ -314,7 +294,7 @@ mod tests {
             Link::plain(Socket::Tcp(sock)),
             1,
             Settings::defaults(role),
-            Echo,
+            echo(),
         )
         .expect("core");
         assert!(core.use_poller(poller.clone()));
@@ -361,7 +341,7 @@ mod tests {
                 .wait_response(&pending, None)
                 .expect("reply")
                 .expect("ok");
-            assert_eq!(&reply.data[..], b"ping");
+            assert_eq!(&reply.data[..], b"re:ping");
         }
         // The peer's close ends the server side, read by the poller.
         let (client, server) = pairs.pop().expect("a pair");
@@ -388,7 +368,8 @@ mod tests {
         let sock = TcpStream::connect(listener.local_addr().expect("address")).expect("connect");
         let mut settings = Settings::defaults(Role::Dialer);
         settings.idle_timeout = Some(Duration::from_secs(5));
-        let core = Core::new("t", Link::plain(Socket::Tcp(sock)), 1, settings, Echo).expect("core");
+        let core =
+            Core::new("t", Link::plain(Socket::Tcp(sock)), 1, settings, echo()).expect("core");
         assert!(!core.use_poller(poller.clone()));
         assert!(!core.is_polled());
         core.close("done");
