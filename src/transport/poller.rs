@@ -137,11 +137,16 @@ impl<H: Handler> Poller<H> {
 
     /// Starts reading `core`'s socket.
     pub(super) fn add(&self, core: Arc<Core<H>>, fd: RawFd) -> Result<()> {
-        if !self.is_running() {
-            return Err(Error::Closed("the shared reader has stopped".into()));
-        }
         let token = self.next.fetch_add(1, Ordering::Relaxed);
-        self.conns.lock().insert(token, core);
+        {
+            // Checked under the lock `end_all` takes: a transport is either
+            // ended by it or never taken.
+            let mut conns = self.conns.lock();
+            if !self.is_running() {
+                return Err(Error::Closed("the shared reader has stopped".into()));
+            }
+            conns.insert(token, core);
+        }
         if let Err(e) = self.ctl(libc::EPOLL_CTL_ADD, fd, token) {
             self.conns.lock().remove(&token);
             return Err(e.into());
@@ -162,10 +167,7 @@ impl<H: Handler> Poller<H> {
                 let _ = h.join();
             }
         }
-        let left = std::mem::take(&mut *self.conns.lock());
-        for core in left.into_values() {
-            core.reading_ended(Err(Error::Closed("the shared reader stopped".into())));
-        }
+        self.end_all("the shared reader stopped");
     }
 
     fn run(&self) {
@@ -206,6 +208,21 @@ impl<H: Handler> Poller<H> {
                 continue;
             }
             self.serve(ready, &mut frames);
+        }
+        // Ended by a failing epoll_wait rather than `stop()`: take no more
+        // transports, and end those it read (nothing else would).
+        self.end_all("the shared reader stopped");
+    }
+
+    /// Stops taking transports and ends every one still registered.
+    fn end_all(&self, why: &str) {
+        let left = {
+            let mut conns = self.conns.lock();
+            self.stopping.store(true, Ordering::Release);
+            std::mem::take(&mut *conns)
+        };
+        for core in left.into_values() {
+            core.reading_ended(Err(Error::Closed(why.into())));
         }
     }
 
@@ -374,5 +391,24 @@ mod tests {
         assert!(!core.is_polled());
         core.close("done");
         poller.stop();
+    }
+
+    #[test]
+    fn a_transport_given_to_a_stopped_poller_fails_its_handshake_and_closes() {
+        let poller = Poller::start("test", Box::new(NoHooks)).expect("poller");
+        poller.stop();
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let client = core(
+            TcpStream::connect(listener.local_addr().expect("address")).expect("connect"),
+            Role::Dialer,
+            &poller,
+        );
+        let shaken = client.handshake(Duration::from_secs(5), &mut || Ok(()));
+        assert!(
+            matches!(shaken, Err(Error::Closed(_))),
+            "{:?}",
+            shaken.err()
+        );
+        assert!(client.is_closed());
     }
 }
