@@ -33,7 +33,7 @@
 //! `try_lock` it (without the GIL) and never log while holding it. The
 //! shared reader (`poller.rs`) holds the `read` of every connection of a
 //! pass at once, all taken without the GIL; `finish_close` takes it
-//! without the GIL too, and requesters of polled transports never read.
+//! without the GIL too.
 //!
 //! Nesting order, outer first: `read` → `Session::ex` → `Slot`; `read` →
 //! `Outbox` state. Every other lock is a leaf: nothing is locked while it
@@ -572,8 +572,7 @@ impl<H: Handler> Core<H> {
         // many requesters one of them then keeps reading, and RESPONSEs that
         // it takes wake their requesters without the reader thread (16
         // threads: ~15 % more requests/s, lower p50 and p99).
-        // A polled transport's socket is the poller's alone.
-        if !self.is_polled() && !self.spinner.swap(true, Ordering::AcqRel) {
+        if !self.spinner.swap(true, Ordering::AcqRel) {
             self.spin_reading(&p.slot);
             self.spinner.store(false, Ordering::Release);
         }

@@ -14,8 +14,9 @@
 //! Locks: `conns` is a leaf. The poller takes each ready connection's
 //! `read` without the GIL and keeps the guards while it handles the pass
 //! under the GIL, so it never waits for `read` with the GIL held (see
-//! "Locks and the GIL" in transport.rs); requesters of a polled transport
-//! never read (`Core::wait_response`).
+//! "Locks and the GIL" in transport.rs). Requesters may still take their
+//! RESPONSEs off the socket (`spin_reading`): they only `try_lock` `read`,
+//! and take nothing while the poller holds bytes of the socket.
 
 use std::collections::HashMap;
 use std::io;
