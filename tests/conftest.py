@@ -236,9 +236,8 @@ class LogRecords(logging.Handler):
 # gofast.aio: every async test runs on the default loop and on uvloop.
 
 
-def pytest_asyncio_loop_factories(
-    config: pytest.Config, item: pytest.Item
-) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+def loop_factories() -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """The event loops the async tests run on, by name."""
     factories: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
         "asyncio": asyncio.new_event_loop
     }
@@ -248,6 +247,16 @@ def pytest_asyncio_loop_factories(
         return factories
     factories["uvloop"] = uvloop.new_event_loop
     return factories
+
+
+LOOPS = list(loop_factories())
+"""Their names, for tests that start a loop in a child process."""
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    return loop_factories()
 
 
 ASetup = Callable[[Any], object]

@@ -18,6 +18,7 @@ import pytest
 
 import gofast
 import gofast.aio
+from aio_wire import until
 from conftest import APair, LogRecords
 from gofast import BinMessage
 
@@ -33,13 +34,6 @@ OFF = {"errors.extension": False}
 
 def echo(stream: Any, msg: BinMessage) -> BinMessage | None:
     return msg if stream is not None else None
-
-
-async def until(pred: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    """Polls ``pred`` on the loop (for counters: state with no event)."""
-    async with asyncio.timeout(timeout):
-        while not pred():
-            await asyncio.sleep(0.002)
 
 
 class Inbox:

@@ -19,7 +19,7 @@ import pytest
 import gofast
 import gofast.aio
 import wire
-from aio_wire import araw_server
+from aio_wire import araw_server, until
 from conftest import APair
 from gofast import BinMessage
 
@@ -37,15 +37,6 @@ def rss_kib() -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise AssertionError("no VmRSS")
-
-
-async def until(pred: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    try:
-        async with asyncio.timeout(timeout):
-            while not pred():
-                await asyncio.sleep(0.002)
-    except TimeoutError:
-        raise AssertionError(f"{what} not reached within {timeout}s") from None
 
 
 def numbered(i: int, size: int = SIZE) -> bytes:

@@ -26,6 +26,7 @@ import pytest
 
 import gofast
 import gofast.aio
+from aio_wire import until
 from conftest import APair, make_apair
 from gofast import BinMessage
 
@@ -47,22 +48,11 @@ def fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-def gofast_threads() -> int:
-    """The transports' own threads (named gofast-rx-*/gofast-tx-*); the
-    loop's executor threads live as long as the loop and are not counted."""
-    n = 0
-    for task in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{task}/comm") as f:
-                n += f.read().startswith("gofast-")
-        except OSError:  # ended meanwhile (ENOENT or ESRCH)
-            pass
-    return n
-
-
 def gofast_thread_ids() -> set[str]:
-    """The task ids of those threads: a test compares the sets, so a thread
-    of an earlier test still ending does not count as one of its own."""
+    """The task ids of the transports' own threads (named gofast-rx-*/
+    gofast-tx-*; the loop's executor threads live as long as the loop and
+    are not counted). A test may compare sets, so that a thread of an
+    earlier test still ending does not count as one of its own."""
     ids = set()
     for task in os.listdir("/proc/self/task"):
         try:
@@ -74,14 +64,8 @@ def gofast_thread_ids() -> set[str]:
     return ids
 
 
-async def until(pred: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    """Polls ``pred`` on the loop (for state with no event to await)."""
-    try:
-        async with asyncio.timeout(timeout):
-            while not pred():
-                await asyncio.sleep(0.002)
-    except TimeoutError:
-        raise AssertionError(f"{what} not reached within {timeout}s") from None
+def gofast_threads() -> int:
+    return len(gofast_thread_ids())
 
 
 def echo(stream: Any, msg: BinMessage) -> BinMessage | None:

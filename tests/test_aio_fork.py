@@ -13,14 +13,9 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent / "procs" / "aio_fork_child.py"
-LOOPS = ["asyncio"]
-try:
-    import uvloop  # noqa: F401
+from conftest import LOOPS
 
-    LOOPS.append("uvloop")
-except ImportError:  # optional: tested where installed
-    pass
+SCRIPT = Path(__file__).resolve().parent / "procs" / "aio_fork_child.py"
 
 
 @pytest.mark.parametrize("loop", LOOPS)

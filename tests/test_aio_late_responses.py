@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import gofast
-from aio_wire import araw_server
+from aio_wire import araw_server, until
 from conftest import APair
 from gofast import BinMessage
 from wire import REQUEST
@@ -23,15 +23,6 @@ from wire import REQUEST
 HELD_ID = 120  # the server holds these requests until told to answer
 
 Factory = Callable[..., Awaitable[APair]]
-
-
-async def until(pred: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    try:
-        async with asyncio.timeout(timeout):
-            while not pred():
-                await asyncio.sleep(0.002)
-    except TimeoutError:
-        raise AssertionError(f"{what} not reached within {timeout}s") from None
 
 
 class Holder:

@@ -14,6 +14,7 @@ import pytest
 
 import gofast
 import gofast.aio
+from aio_wire import until
 from conftest import APair, make_apair
 from gofast import BinMessage
 
@@ -30,12 +31,6 @@ Factory = Callable[..., Awaitable[APair]]
 
 def echo(stream: Any, msg: BinMessage) -> BinMessage | None:
     return msg if stream is not None else None
-
-
-async def until(pred: Callable[[], bool], timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not pred():
-            await asyncio.sleep(0.002)
 
 
 class Held:

@@ -14,15 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import LOOPS
+
 SENDER = Path(__file__).resolve().parent / "procs" / "aio_sender_under_fault.py"
 REPS = 10
-LOOPS = ["asyncio"]
-try:
-    import uvloop  # noqa: F401
-
-    LOOPS.append("uvloop")
-except ImportError:  # optional: tested where installed
-    pass
 
 
 @pytest.mark.parametrize("loop", LOOPS)

@@ -12,14 +12,9 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent / "procs" / "aio_sigint.py"
-LOOPS = ["asyncio"]
-try:
-    import uvloop  # noqa: F401
+from conftest import LOOPS
 
-    LOOPS.append("uvloop")
-except ImportError:  # optional: tested where installed
-    pass
+SCRIPT = Path(__file__).resolve().parent / "procs" / "aio_sigint.py"
 
 
 @pytest.mark.parametrize("loop", LOOPS)
