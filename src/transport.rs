@@ -475,11 +475,6 @@ impl<H: Handler> Core<H> {
         self.poller.set(poller).is_ok()
     }
 
-    /// Whether the shared reader reads this transport.
-    pub fn is_polled(&self) -> bool {
-        self.poller.get().is_some()
-    }
-
     fn start_reader(self: &Arc<Self>) -> Result<()> {
         {
             let mut hs = self.hs.lock();
