@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import socket
+import ssl
 import struct
 import time
 import zlib
@@ -794,22 +795,38 @@ def raw_server(
     handshake: bool = True,
     name: str = "lib-client",
     version: int = 1,
+    tls: bool = False,
     **peer: Any,
 ) -> Iterator[tuple[RawPeer, Any]]:
     """A gofast.Transport that dialed a raw listening socket:
     ``with raw_server(...) as (raw, transport)``. ``setup(transport)`` runs
-    before the handshake (subscribe there). Everything is closed on exit."""
+    before the handshake (subscribe there). Everything is closed on exit.
+    ``tls``: the connection is TLS (the transport with conftest's client
+    certificate; the raw end Python's ssl, which runs the TLS handshake
+    within its first read, once ``transport.handshake()`` starts it)."""
     import gofast
+    from conftest import certificates
 
     with socket.create_server(("127.0.0.1", 0)) as lis:
         lis.settimeout(10.0)
 
         def connect() -> tuple[Any, socket.socket]:
             transport = gofast.Transport.connect(
-                lis.getsockname()[:2], name=name, version=version, settings=settings
+                lis.getsockname()[:2],
+                name=name,
+                version=version,
+                settings=settings,
+                tls=certificates().client() if tls else None,
             )
             try:
-                return transport, lis.accept()[0]
+                conn = lis.accept()[0]
+                if not tls:
+                    return transport, conn
+                ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+                certificates().server_cert.configure_cert(ctx)
+                return transport, ctx.wrap_socket(
+                    conn, server_side=True, do_handshake_on_connect=False
+                )
             except BaseException:
                 transport.close()
                 raise

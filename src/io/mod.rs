@@ -2,12 +2,14 @@
 //! Unix, `socket`) and, over it, optional TLS (`tls`). The protocol core
 //! never sees which one carries its frames.
 
+pub mod doorbell;
 pub mod socket;
 pub mod tls;
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
+pub use doorbell::Doorbell;
 pub use socket::{Address, Socket};
 pub use tls::{ClientAuth, PeerCertificate, TlsConfig, TlsLink};
 

@@ -32,6 +32,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, ClientConnection, Connection, RootCertStore, ServerConfig};
 use rustls::{ServerConnection, SupportedProtocolVersion};
 
+use super::doorbell::Doorbell;
 use super::socket::Socket;
 use crate::errors::{Error, Result};
 use crate::readbuf::ReadBuf;
@@ -258,6 +259,12 @@ pub struct TlsLink {
     rx: Mutex<Ciphertext>,
     tx: Mutex<Outgoing>,
     peer: OnceLock<Option<PeerCertificate>>,
+    /// Rung by a requester that read records and left the reader frames,
+    /// plaintext or the end, which the socket will not announce again.
+    /// Made by the reader when it first leaves the socket to requesters;
+    /// until then (and if it cannot be made) requesters leave records
+    /// alone. It closes with the link.
+    bell: OnceLock<Option<Doorbell>>,
 }
 
 /// Received ciphertext rustls has not taken yet.
@@ -280,6 +287,10 @@ struct Ciphertext {
     ended: usize,
     /// Bytes given to rustls since it last opened records.
     fed: bool,
+    /// How reading failed, for every later read: a requester's read may
+    /// meet the failure first, and the reader must then meet it too
+    /// (rustls need not report a failure twice, nor the socket an error).
+    failed: Option<(io::ErrorKind, String, bool)>,
 }
 
 /// Follows TLS record framing (a 5-byte header whose last two bytes are
@@ -365,6 +376,7 @@ impl TlsLink {
             rx: Mutex::new(Ciphertext::default()),
             tx: Mutex::new(Outgoing::default()),
             peer: OnceLock::new(),
+            bell: OnceLock::new(),
         }
     }
 
@@ -483,9 +495,60 @@ impl TlsLink {
         wake_writer: &dyn Fn(),
     ) -> io::Result<usize> {
         let mut rx = self.rx.lock();
+        if let Some((kind, why, tls)) = &rx.failed {
+            return Err(if *tls {
+                tls_failure(why.clone())
+            } else {
+                io::Error::new(*kind, why.clone())
+            });
+        }
+        let read = Self::fill_locked(&self.conn, &mut rx, rb, fd, nonblocking, wake_writer);
+        if let Err(e) = &read {
+            if !is_wait(e) {
+                let tls = e.get_ref().is_some_and(|i| i.is::<TlsFailure>());
+                rx.failed = Some((e.kind(), e.to_string(), tls));
+            }
+        }
+        read
+    }
+
+    /// The reader's doorbell, made on first use (`None`: it could not be).
+    pub fn reader_bell(&self) -> Option<&Doorbell> {
+        self.bell.get_or_init(|| Doorbell::new().ok()).as_ref()
+    }
+
+    /// The doorbell if the reader has made it: requesters read records
+    /// only then, as only then can they hand the reader what they leave.
+    pub fn bell(&self) -> Option<&Doorbell> {
+        self.bell.get().and_then(Option::as_ref)
+    }
+
+    /// Whether every byte received has been opened and its plaintext
+    /// taken: if not, a read would find more without the socket saying so
+    /// (a read stops when the buffer it fills is full).
+    pub fn all_taken(&self) -> bool {
+        let rx = self.rx.lock();
+        // The end, once seen, is for a read to report.
+        if rx.start != rx.buf.len() || rx.fed || rx.ended > 0 || rx.eof {
+            return false;
+        }
+        // Nothing new to open here: this only reports what rustls holds
+        // (a failure is for the next read to meet).
+        let state = self.conn.lock().process_new_packets();
+        state.is_ok_and(|s| s.plaintext_bytes_to_read() == 0 && !s.peer_has_closed())
+    }
+
+    fn fill_locked(
+        conn: &Mutex<Connection>,
+        rx: &mut Ciphertext,
+        rb: &mut ReadBuf,
+        fd: RawFd,
+        nonblocking: bool,
+        wake_writer: &dyn Fn(),
+    ) -> io::Result<usize> {
         loop {
             let (opened, kick) = {
-                let mut conn = self.conn.lock();
+                let mut conn = conn.lock();
                 // A blocking sender may have left its own records queued
                 // while it waits for room: only what this read adds is
                 // news for the writer.

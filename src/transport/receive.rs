@@ -5,6 +5,12 @@
 //! thread hand-off per round trip): it peeks, and takes only whole
 //! RESPONSEs at the front; everything else stays in the socket, in order,
 //! for the reader thread, which then waits in poll().
+//!
+//! Over TLS, records cannot be peeked at: the requester decrypts what the
+//! socket holds into the reader's buffer and takes the RESPONSEs at its
+//! front. What it leaves is then no longer in the socket, so it rings the
+//! link's doorbell, which the reader polls beside the socket, and the
+//! reader handles what is buffered before it reads again.
 
 use std::os::fd::RawFd;
 use std::sync::atomic::Ordering;
@@ -16,7 +22,7 @@ use super::{Core, Handler};
 use crate::codec::{Decoded, FrameDecoder, Kind};
 use crate::errors::{Error, ProtocolError, Result};
 use crate::exchange::Slot;
-use crate::io::Link;
+use crate::io::{Doorbell, Link, TlsLink};
 use crate::protocol::{body_range, Dropped, FrameRef};
 use crate::readbuf::ReadBuf;
 use crate::stats::Stats;
@@ -116,16 +122,17 @@ impl<H: Handler> Core<H> {
             // the socket to a requester that takes its own RESPONSE; else
             // block in recv(), one system call per read instead of two.
             let requests = self.stats.n_txreq.load(Ordering::Relaxed);
-            // Not over TLS: requesters cannot peek at records to decrypt.
-            let requesters_read = !sock.is_tls()
-                && self.session.handler().requesters_read()
+            let requesters_read = self.session.handler().requesters_read()
                 && (requests != requests_seen || self.waiters.load(Ordering::Acquire) > 0);
             requests_seen = requests;
-            if requesters_read {
+            // Over TLS, a read may have left records or plaintext to take.
+            let buffered = sock.tls.as_ref().is_some_and(|t| !t.all_taken());
+            if requesters_read && !buffered {
                 // Requesters may take bytes off the socket meanwhile: only a
                 // wait through which none arrived (n_rxbyte) is idle.
                 let seen = self.stats.n_rxbyte.load(Ordering::Relaxed);
-                if !wait_readable(fd, poll_ms)?
+                let bell = sock.tls.as_ref().and_then(TlsLink::reader_bell);
+                if !wait_readable(fd, bell, poll_ms)?
                     && self.stats.n_rxbyte.load(Ordering::Relaxed) == seen
                 {
                     if let Some(t) = idle {
@@ -135,8 +142,13 @@ impl<H: Handler> Core<H> {
             }
             let mut side = self.read.lock();
             let rb = &mut side.buf;
+            if sock.is_tls() && !rb.data().is_empty() {
+                // A requester's read over TLS may have left whole frames.
+                self.decode_and_process(&decoder, rb, &mut frames)?;
+                rb.settle(0);
+            }
             let n = if requesters_read {
-                match rb.fill_now(fd) {
+                match sock.fill(rb, true, &kick) {
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                     r => r?,
                 }
@@ -220,15 +232,30 @@ impl<H: Handler> Core<H> {
         let decoder = FrameDecoder::new(self.session.settings.max_frame);
         while !slot.is_ready() && Instant::now() < until {
             let mut dropped = Vec::new();
+            let mut ring = None;
             if let Some(mut side) = self.read.try_lock() {
                 let side = &mut *side;
-                // A partial frame in the buffer is the reader's to finish;
-                // TLS records are the reader's to decrypt.
-                let plain = side.sock.as_ref().filter(|s| !s.is_tls());
-                if let (Some(sock), true) = (plain, side.buf.data().is_empty()) {
-                    let fd = sock.fd();
-                    self.take_responses(&decoder, &mut side.buf, fd, &mut dropped);
+                // A partial frame in the buffer is the reader's to finish.
+                if let (Some(sock), true) = (side.sock.as_ref(), side.buf.data().is_empty()) {
+                    match &sock.tls {
+                        None => {
+                            let fd = sock.fd();
+                            self.take_responses(&decoder, &mut side.buf, fd, &mut dropped);
+                        }
+                        Some(tls) => {
+                            if tls.bell().is_some() {
+                                let buf = &mut side.buf;
+                                if self.take_tls_responses(&decoder, buf, sock, tls, &mut dropped) {
+                                    ring = Some(sock.clone());
+                                }
+                            }
+                        }
+                    }
                 }
+            }
+            // Rung after the read lock is let go: the reader needs it.
+            if let Some(bell) = ring.as_ref().and_then(|s| s.tls.as_ref()?.bell()) {
+                bell.ring();
             }
             // Logged only now that the read lock is released.
             for (f, d) in dropped {
@@ -242,6 +269,54 @@ impl<H: Handler> Core<H> {
         }
         // RESPONSEs it took for others may wait in a handler's queue.
         self.session.handler().received(&|| self.is_closed());
+    }
+
+    /// Over TLS, where records cannot be peeked at: reads what the socket
+    /// holds (without blocking), decrypting it into the reader's buffer,
+    /// and takes the whole RESPONSEs to our requests at its front. Returns
+    /// whether the reader must look, as the socket will not tell it: frames
+    /// or plaintext are left, or the read met the end or a failure (which
+    /// the reader then meets again).
+    fn take_tls_responses(
+        &self,
+        decoder: &FrameDecoder,
+        rb: &mut ReadBuf,
+        sock: &Link,
+        tls: &TlsLink,
+        dropped: &mut Vec<(FrameRef, Dropped)>,
+    ) -> bool {
+        let n = match sock.fill(rb, true, &|| self.outbox.kick()) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+            Ok(0) | Err(_) => return true,
+            Ok(n) => n,
+        };
+        Stats::add(&self.stats.n_rxbyte, n as u64);
+        let more = !tls.all_taken();
+        while let Ok(Some((Decoded::Frame(f), used))) = decoder.decode(rb.data()) {
+            if f.kind != Kind::Request {
+                break;
+            }
+            let Some(class) = self.session.take_awaited(f.opaque) else {
+                break;
+            };
+            let frame = FrameRef {
+                kind: f.kind,
+                opaque: f.opaque,
+                body: body_range(rb.data(), f.body, rb.offset()),
+                len: used,
+            };
+            Stats::incr(&self.stats.n_rx);
+            if let Some(d) =
+                self.session
+                    .deliver_response(&frame, &rb.whole()[frame.body.clone()], class)
+            {
+                dropped.push((frame, d));
+            }
+            rb.consume(used);
+        }
+        let left = !rb.data().is_empty();
+        rb.settle(n);
+        more || left
     }
 
     /// Peeks at the socket and takes off it only the whole RESPONSEs to our
@@ -336,18 +411,28 @@ fn poll_timeout(idle: Option<Duration>) -> libc::c_int {
     })
 }
 
-/// Blocks until the socket has something to read, or has ended (true), or
-/// for `timeout_ms` (false; -1 waits as long as it takes).
-fn wait_readable(fd: RawFd, timeout_ms: libc::c_int) -> std::io::Result<bool> {
-    let mut pfd = libc::pollfd {
+/// Blocks until the socket has something to read, or has ended, or `bell`
+/// rang (true, the ring taken), or for `timeout_ms` (false; -1 waits as
+/// long as it takes).
+fn wait_readable(
+    fd: RawFd,
+    bell: Option<&Doorbell>,
+    timeout_ms: libc::c_int,
+) -> std::io::Result<bool> {
+    let watch = |fd| libc::pollfd {
         fd,
         events: libc::POLLIN,
         revents: 0,
     };
+    let mut pfds = [watch(fd), watch(bell.map_or(-1, Doorbell::fd))];
+    let count = if bell.is_some() { 2 } else { 1 };
     loop {
-        // SAFETY: one valid pollfd owned by this frame.
-        let n = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+        // SAFETY: `count` valid pollfds owned by this frame.
+        let n = unsafe { libc::poll(pfds.as_mut_ptr(), count, timeout_ms) };
         if n >= 0 {
+            if let Some(bell) = bell.filter(|_| pfds[1].revents != 0) {
+                bell.clear();
+            }
             return Ok(n > 0);
         }
         let err = std::io::Error::last_os_error();
