@@ -292,28 +292,8 @@ impl<H: Handler> Core<H> {
         };
         Stats::add(&self.stats.n_rxbyte, n as u64);
         let more = !tls.all_taken();
-        while let Ok(Some((Decoded::Frame(f), used))) = decoder.decode(rb.data()) {
-            if f.kind != Kind::Request {
-                break;
-            }
-            let Some(class) = self.session.take_awaited(f.opaque) else {
-                break;
-            };
-            let frame = FrameRef {
-                kind: f.kind,
-                opaque: f.opaque,
-                body: body_range(rb.data(), f.body, rb.offset()),
-                len: used,
-            };
-            Stats::incr(&self.stats.n_rx);
-            if let Some(d) =
-                self.session
-                    .deliver_response(&frame, &rb.whole()[frame.body.clone()], class)
-            {
-                dropped.push((frame, d));
-            }
-            rb.consume(used);
-        }
+        let taken = self.deliver_front_responses(decoder, rb.data(), dropped);
+        rb.consume(taken);
         let left = !rb.data().is_empty();
         rb.settle(n);
         more || left
@@ -333,28 +313,7 @@ impl<H: Handler> Core<H> {
         let Ok(peeked) = rb.peek(fd) else {
             return;
         };
-        let mut taken = 0;
-        while let Ok(Some((Decoded::Frame(f), used))) = decoder.decode(&peeked[taken..]) {
-            if f.kind != Kind::Request {
-                break;
-            }
-            // Only awaited ones: late and stray RESPONSEs are the reader's.
-            let Some(class) = self.session.take_awaited(f.opaque) else {
-                break;
-            };
-            let frame = FrameRef {
-                kind: f.kind,
-                opaque: f.opaque,
-                body: body_range(&peeked[taken..], f.body, taken),
-                len: used,
-            };
-            Stats::incr(&self.stats.n_rx);
-            let body = &peeked[frame.body.clone()];
-            if let Some(d) = self.session.deliver_response(&frame, body, class) {
-                dropped.push((frame, d));
-            }
-            taken += used;
-        }
+        let taken = self.deliver_front_responses(decoder, peeked, dropped);
         if taken > 0 {
             // Peeked bytes stay readable until read, so this takes them all;
             // were it ever cut short, the reader would see a broken frame
@@ -362,6 +321,39 @@ impl<H: Handler> Core<H> {
             let _ = rb.skip(fd, taken);
             Stats::add(&self.stats.n_rxbyte, taken as u64);
         }
+    }
+
+    /// Delivers the whole RESPONSEs to our requests at the front of
+    /// `bytes`; returns how many bytes they took. Only awaited ones: late
+    /// and stray RESPONSEs, like every other frame, are the reader's.
+    fn deliver_front_responses(
+        &self,
+        decoder: &FrameDecoder,
+        bytes: &[u8],
+        dropped: &mut Vec<(FrameRef, Dropped)>,
+    ) -> usize {
+        let mut taken = 0;
+        while let Ok(Some((Decoded::Frame(f), used))) = decoder.decode(&bytes[taken..]) {
+            if f.kind != Kind::Request {
+                break;
+            }
+            let Some(class) = self.session.take_awaited(f.opaque) else {
+                break;
+            };
+            let frame = FrameRef {
+                kind: f.kind,
+                opaque: f.opaque,
+                body: body_range(&bytes[taken..], f.body, taken),
+                len: used,
+            };
+            Stats::incr(&self.stats.n_rx);
+            let body = &bytes[frame.body.clone()];
+            if let Some(d) = self.session.deliver_response(&frame, body, class) {
+                dropped.push((frame, d));
+            }
+            taken += used;
+        }
+        taken
     }
 }
 
