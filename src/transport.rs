@@ -36,9 +36,10 @@
 //! without the GIL too.
 //!
 //! Nesting order, outer first: `read` → `Session::ex` → `Slot`; `read` →
-//! `Outbox` state; `read` → a TLS link's `rx` → `conn` (`io/tls.rs`). Every other lock is a leaf: nothing is locked while it
-//! is held (`Session::peer` and `silent_since`, `Core::hs`, `sock`,
-//! `reader`, `writer`, `Poller::conns`, the shared poller's slot).
+//! `Outbox` state; `read` → a TLS link's `rx` → `conn` (`io/tls.rs`).
+//! Every other lock is a leaf: nothing is locked while it is held
+//! (`Session::peer` and `silent_since`, `Core::hs`, `sock`, `reader`,
+//! `writer`, `Poller::conns`, the shared poller's slot).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};

@@ -290,7 +290,33 @@ struct Ciphertext {
     /// How reading failed, for every later read: a requester's read may
     /// meet the failure first, and the reader must then meet it too
     /// (rustls need not report a failure twice, nor the socket an error).
-    failed: Option<(io::ErrorKind, String, bool)>,
+    failed: Option<ReadFailure>,
+}
+
+/// A failed read, kept to be told again.
+struct ReadFailure {
+    kind: io::ErrorKind,
+    why: String,
+    /// A TLS failure (`TlsFailure`), not the socket's.
+    tls: bool,
+}
+
+impl ReadFailure {
+    fn of(e: &io::Error) -> ReadFailure {
+        ReadFailure {
+            kind: e.kind(),
+            why: e.to_string(),
+            tls: e.get_ref().is_some_and(|i| i.is::<TlsFailure>()),
+        }
+    }
+
+    fn again(&self) -> io::Error {
+        if self.tls {
+            tls_failure(self.why.clone())
+        } else {
+            io::Error::new(self.kind, self.why.clone())
+        }
+    }
 }
 
 /// Follows TLS record framing (a 5-byte header whose last two bytes are
@@ -495,19 +521,12 @@ impl TlsLink {
         wake_writer: &dyn Fn(),
     ) -> io::Result<usize> {
         let mut rx = self.rx.lock();
-        if let Some((kind, why, tls)) = &rx.failed {
-            return Err(if *tls {
-                tls_failure(why.clone())
-            } else {
-                io::Error::new(*kind, why.clone())
-            });
+        if let Some(failed) = &rx.failed {
+            return Err(failed.again());
         }
         let read = Self::fill_locked(&self.conn, &mut rx, rb, fd, nonblocking, wake_writer);
-        if let Err(e) = &read {
-            if !is_wait(e) {
-                let tls = e.get_ref().is_some_and(|i| i.is::<TlsFailure>());
-                rx.failed = Some((e.kind(), e.to_string(), tls));
-            }
+        if let Some(e) = read.as_ref().err().filter(|e| !is_wait(e)) {
+            rx.failed = Some(ReadFailure::of(e));
         }
         read
     }
@@ -521,6 +540,13 @@ impl TlsLink {
     /// only then, as only then can they hand the reader what they leave.
     pub fn bell(&self) -> Option<&Doorbell> {
         self.bell.get().and_then(Option::as_ref)
+    }
+
+    /// Tells the reader to look at what a requester's read left.
+    pub fn ring_reader(&self) {
+        if let Some(bell) = self.bell() {
+            bell.ring();
+        }
     }
 
     /// Whether every byte received has been opened and its plaintext

@@ -126,8 +126,8 @@ impl<H: Handler> Core<H> {
                 && (requests != requests_seen || self.waiters.load(Ordering::Acquire) > 0);
             requests_seen = requests;
             // Over TLS, a read may have left records or plaintext to take.
-            let buffered = sock.tls.as_ref().is_some_and(|t| !t.all_taken());
-            if requesters_read && !buffered {
+            let buffered = || sock.tls.as_ref().is_some_and(|t| !t.all_taken());
+            if requesters_read && !buffered() {
                 // Requesters may take bytes off the socket meanwhile: only a
                 // wait through which none arrived (n_rxbyte) is idle.
                 let seen = self.stats.n_rxbyte.load(Ordering::Relaxed);
@@ -242,20 +242,19 @@ impl<H: Handler> Core<H> {
                             let fd = sock.fd();
                             self.take_responses(&decoder, &mut side.buf, fd, &mut dropped);
                         }
-                        Some(tls) => {
-                            if tls.bell().is_some() {
-                                let buf = &mut side.buf;
-                                if self.take_tls_responses(&decoder, buf, sock, tls, &mut dropped) {
-                                    ring = Some(sock.clone());
-                                }
+                        Some(tls) if tls.bell().is_some() => {
+                            let buf = &mut side.buf;
+                            if self.take_tls_responses(&decoder, buf, sock, tls, &mut dropped) {
+                                ring = Some(sock.clone());
                             }
                         }
+                        Some(_) => {}
                     }
                 }
             }
             // Rung after the read lock is let go: the reader needs it.
-            if let Some(bell) = ring.as_ref().and_then(|s| s.tls.as_ref()?.bell()) {
-                bell.ring();
+            if let Some(tls) = ring.as_ref().and_then(|s| s.tls.as_ref()) {
+                tls.ring_reader();
             }
             // Logged only now that the read lock is released.
             for (f, d) in dropped {
