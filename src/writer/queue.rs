@@ -239,6 +239,9 @@ impl Queue {
                 Ok(n) => sent += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock && !blocking => break,
+                // Someone made the fd non-blocking: uvloop does, for the
+                // socket its loop reads. Block in poll() instead.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_writable(fd)?,
                 Err(e) => return Err(e),
             }
         }
@@ -281,6 +284,23 @@ impl Queue {
         }
         Ok(n as usize)
     }
+}
+
+/// Blocks until `fd` can take more (or has failed: the send says how).
+fn wait_writable(fd: RawFd) -> io::Result<()> {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one live pollfd for the duration of the call.
+    if unsafe { libc::poll(&mut p, 1, -1) } < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    Ok(())
 }
 
 fn send_slice(fd: RawFd, data: &[u8], flags: libc::c_int) -> io::Result<usize> {
@@ -346,6 +366,42 @@ pub(super) mod tests {
         assert!(reader.join().unwrap() == want);
         drop(q);
         assert_eq!(Arc::strong_count(&big), 1); // references dropped with it
+    }
+
+    #[test]
+    fn a_blocking_send_waits_out_a_full_socket_someone_made_non_blocking() {
+        // Far more than the socket holds, so that the sender outruns the
+        // reader and meets EAGAIN (if not at the first send, later).
+        let (mut q, mut want, _big) = mixed();
+        let mut scratch = Scratch::default();
+        let chunk = vec![3u8; 1 << 20];
+        for i in 0..16 {
+            q.push_msg(
+                Kind::Post,
+                7,
+                200 + i,
+                Data::copied(&chunk),
+                &[],
+                &mut scratch,
+            );
+            want.extend(plain_frame(Kind::Post, 7, 200 + i, &chunk));
+        }
+        let (mut a, mut b) = UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap(); // as uvloop does to what it watches
+                                          // Full first, so that the send meets EAGAIN at once.
+        let mut filler = 0;
+        while let Ok(n) = std::io::Write::write(&mut a, &[0u8; 4096]) {
+            filler += n;
+        }
+        let sending = std::thread::spawn(move || {
+            let sent = q.send(a.as_raw_fd(), true);
+            drop(a);
+            sent.unwrap()
+        });
+        let mut got = Vec::new();
+        b.read_to_end(&mut got).unwrap();
+        assert_eq!(sending.join().unwrap(), want.len());
+        assert!(got[filler..] == want[..]);
     }
 
     #[test]
