@@ -33,7 +33,11 @@
 //! `try_lock` it (without the GIL) and never log while holding it. The
 //! shared reader (`poller.rs`) holds the `read` of every connection of a
 //! pass at once, all taken without the GIL; `finish_close` takes it
-//! without the GIL too.
+//! without the GIL too. A loop that reads its socket (`caller_read.rs`)
+//! takes it detached. The exception is a dropped handle of a transport a
+//! loop reads (`close_nowait`, with the GIL): by then no loop can be
+//! reading it (its watch held the handle), and nothing else holding `read`
+//! waits for the GIL.
 //!
 //! Nesting order, outer first: `read` → `Session::ex` → `Slot`; `read` →
 //! `Outbox` state; `read` → a TLS link's `rx` → `conn` (`io/tls.rs`).
@@ -60,6 +64,7 @@ use crate::settings::Settings;
 use crate::stats::{self, Stats};
 use crate::writer::{Data, Outbox};
 
+mod caller_read;
 mod idle_spin;
 mod poller;
 pub use poller::{NoHooks, Poller, PollerHooks};
@@ -74,6 +79,9 @@ struct HandshakeState {
     started: bool,
     /// `finish_close` has run: what `close()` of a polled transport waits for.
     ended: bool,
+    /// `finish_close` has begun (it runs once: by the reader, or by
+    /// `close()` of a transport its owner's loop reads).
+    finishing: bool,
 }
 
 pub struct Core<H: Handler> {
@@ -113,6 +121,9 @@ pub struct Core<H: Handler> {
     /// The shared reader that reads this transport instead of a thread of
     /// its own (`use_poller`), set before the handshake.
     poller: OnceLock<Arc<Poller<H>>>,
+    /// The owner's event loop reads the socket when it is readable
+    /// (`use_caller_reader`, `read_ready`) instead of a reader thread.
+    caller_reads: AtomicBool,
     /// The receive buffer and the socket to read, held by whoever reads:
     /// the reader thread, or a requester taking its own RESPONSE (`receive`).
     read: Mutex<ReadSide>,
@@ -230,6 +241,7 @@ impl<H: Handler> Core<H> {
             writer: Mutex::new(None),
             reader_id: OnceLock::new(),
             poller: OnceLock::new(),
+            caller_reads: AtomicBool::new(false),
             read: Mutex::new(ReadSide {
                 buf: ReadBuf::new(buffersize, max_frame),
                 sock: Some(sock),
@@ -487,6 +499,11 @@ impl<H: Handler> Core<H> {
             }
             hs.started = true;
         }
+        if self.caller_reads.load(Ordering::Acquire) {
+            // The calling thread's loop reads from now on: it is the reader.
+            let _ = self.reader_id.set(std::thread::current().id());
+            return Ok(());
+        }
         if let Some(poller) = self.poller.get() {
             if let Some(id) = poller.thread_id() {
                 let _ = self.reader_id.set(id);
@@ -673,8 +690,10 @@ impl<H: Handler> Core<H> {
             self.shutdown_socket();
             self.hs_cv.notify_all();
             // A running reader sees the shutdown and finishes the close
-            // itself, so stream callbacks never race its dispatch.
-            if !self.hs.lock().started {
+            // itself, so stream callbacks never race its dispatch. A loop
+            // that reads may not run again (or be this thread): finish now;
+            // its dispatch only queues, and `finish_close` waits for `read`.
+            if !self.hs.lock().started || self.caller_reads.load(Ordering::Acquire) {
                 self.finish_close(reason, None);
             }
         }
@@ -723,6 +742,12 @@ impl<H: Handler> Core<H> {
             self.outbox.abort("transport dropped");
             self.shutdown_socket();
             self.hs_cv.notify_all();
+            // No reader thread will see the shutdown when a loop reads (and
+            // the loop that read it has let go of it): finish here, leaving
+            // the stopped writer to end on its own.
+            if self.caller_reads.load(Ordering::Acquire) && self.hs.lock().started {
+                self.finish("transport dropped", None, false);
+            }
         }
     }
 
@@ -738,6 +763,15 @@ impl<H: Handler> Core<H> {
     /// but the counters: the socket (once its last user is done), both
     /// threads, the buffers, the exchanges and the handlers.
     fn finish_close(&self, reason: &str, broken: Option<&ProtocolError>) {
+        self.finish(reason, broken, true);
+    }
+
+    /// `finish_close`, joining the writer thread or (`join` false, for a
+    /// dropped handle, which may hold the GIL) letting it end by itself.
+    fn finish(&self, reason: &str, broken: Option<&ProtocolError>, join: bool) {
+        if std::mem::replace(&mut self.hs.lock().finishing, true) {
+            return;
+        }
         self.session.mark_closed(reason);
         let reason = self.session.close_reason();
         let reason = reason.as_str();
@@ -758,7 +792,11 @@ impl<H: Handler> Core<H> {
         self.hs.lock().ended = true;
         self.hs_cv.notify_all();
         // The writer has been told to stop and never needs the GIL.
-        self.join_writer();
+        if join {
+            self.join_writer();
+        } else {
+            drop(self.writer.lock().take());
+        }
         self.session.end_streams(ending, reason);
         let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let st = &self.session.stats;

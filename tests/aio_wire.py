@@ -281,3 +281,22 @@ async def until(pred: Callable[[], bool], timeout: float = 10.0, what: str = "co
                 await asyncio.sleep(0.002)
     except TimeoutError:
         raise AssertionError(f"{what} not reached within {timeout}s") from None
+
+
+def stop_loop_taking(t: gofast.aio.Transport) -> None:
+    """Makes ``t``'s loop take nothing more from the connection, as a loop
+    busy elsewhere would: it stops draining what a reader thread queued,
+    and stops reading a socket it reads itself (a plain one)."""
+    t.loop.remove_reader(t._fd)
+    sock_fd = t._t._aio_socket_fd()
+    if sock_fd >= 0:
+        t._t._aio_pause_reading()  # else the dropped watch ends the transport
+        t.loop.remove_reader(sock_fd)
+
+
+def resume_loop_taking(t: gofast.aio.Transport) -> None:
+    """Undoes :func:`stop_loop_taking`."""
+    t.loop.add_reader(t._fd, t._t._aio_drain)
+    sock_fd = t._t._aio_socket_fd()
+    if sock_fd >= 0:
+        t.loop.add_reader(sock_fd, t._t._aio_watcher())

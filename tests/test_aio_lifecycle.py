@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import select
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 
 import gofast
 import gofast.aio
-from aio_wire import until
+from aio_wire import resume_loop_taking, stop_loop_taking, until
 from conftest import APair, make_apair
 from gofast import BinMessage
 
@@ -80,15 +81,18 @@ async def test_a_cancel_after_the_response_arrived_still_counts_it_as_dropped(
     apair_factory: Factory,
 ) -> None:
     p = await apair_factory(server_setup=lambda t: t.subscribe(ECHO_ID, echo))
-    loop = asyncio.get_running_loop()
-    loop.remove_reader(p.client._fd)  # the RESPONSE waits in the queue
+    stop_loop_taking(p.client)
     task = asyncio.ensure_future(p.client.request(BinMessage(ECHO_ID, b"x")))
-    await until(lambda: p.client.stats()["n_rxresp"] == 2)  # whoami, then ours
+    sock_fd = p.client._t._aio_socket_fd()
+    if sock_fd >= 0:  # the loop reads the socket: the RESPONSE waits there
+        await until(lambda: bool(select.select([sock_fd], [], [], 0)[0]))
+    else:  # a reader thread took it (whoami, then ours): it waits in the queue
+        await until(lambda: p.client.stats()["n_rxresp"] == 2)
     drops = p.client.stats()["n_mdrops"]
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    loop.add_reader(p.client._fd, p.client._t._aio_drain)
+    resume_loop_taking(p.client)
     assert (await p.client.request(BinMessage(ECHO_ID, b"y"))).data == b"y"
     st = p.client.stats()
     assert (st["n_timeouts"], st["n_mdrops"]) == (1, drops + 1)
@@ -178,10 +182,9 @@ async def test_a_post_waits_for_room_without_blocking_the_loop(apair_factory: Fa
     got: list[int] = []
 
     p = await apair_factory(client_settings=small)
-    # The server's loop is this loop: stop its drain, so the server reads
+    # The server's loop is this loop: stop its taking, so the server reads
     # nothing, the kernel buffers fill and the client's queue fills.
-    loop = asyncio.get_running_loop()
-    loop.remove_reader(p.server._fd)
+    stop_loop_taking(p.server)
     p.server._t._subscribe(POST_ID, lambda s, m: got.append(len(m.data)))
     sent = 0
     ticks = 0
@@ -214,7 +217,7 @@ async def test_a_post_waits_for_room_without_blocking_the_loop(apair_factory: Fa
         assert not flooding.done()
     finally:
         # The server reads again: the waiting post goes through.
-        loop.add_reader(p.server._fd, p.server._t._aio_drain)
+        resume_loop_taking(p.server)
     await until(lambda: sent > last + 10)
     flooding.cancel()
     reading.set()

@@ -12,6 +12,11 @@
 //! with one native call (`PyTransport._aio_drain`), which runs the
 //! handlers and resolves the requests' futures on the loop's thread.
 //!
+//! Over a plain link without `idle.timeout` there is no reader thread: the
+//! loop watches the socket too and reads it itself (`_aio_watcher`, see
+//! `transport/caller_read.rs`), then drains at once, without the eventfd,
+//! which then carries only what other threads queue (a close).
+//!
 //! Locks: `AioQueue::state` is a leaf, taken without the GIL by the reader
 //! (and by `Slot::fill`, possibly under `Session::ex`) and with it by the
 //! loop, held only to push or swap. `LoopSide` is taken only by the loop's
@@ -31,6 +36,7 @@ use pyo3::sync::PyOnceLock;
 use super::handler::PyHandler;
 use super::stream::StreamSink;
 use crate::exchange::{Slot, SlotWaker};
+use crate::io::Link;
 use crate::protocol::Session;
 
 /// One thing for the loop to do, in the order the reader found it.
@@ -279,7 +285,9 @@ impl AioQueue {
     /// Everything queued so far; the next event rings again.
     pub fn take(&self) -> Vec<Event> {
         let mut q = self.state.lock();
-        if q.efd >= 0 {
+        // Only a ring (`told`) made the counter non-zero: when the loop's
+        // own read queued the events, there is nothing to clear.
+        if q.told && q.efd >= 0 {
             let mut buf = 0u64;
             // SAFETY: reads 8 bytes into a live u64 from our open eventfd
             // (clears the counter; never blocks).
@@ -339,16 +347,31 @@ pub struct Aio {
     /// `gofast.aio.Transport._closed_here`-like hook run on `Closed`.
     pub on_closed: PyOnceLock<Py<PyAny>>,
     pub side: Mutex<LoopSide>,
+    /// The socket the loop reads itself (`Core::use_caller_reader`; None
+    /// over TLS or with `idle.timeout`, whose reader thread hands over
+    /// through the queue). Kept until the loop has stopped watching it at
+    /// `Closed`, so that its fd's number is not reused meanwhile. A leaf.
+    pub read_link: Mutex<Option<Arc<Link>>>,
+    /// The loop stops reading on purpose for a while: dropping its
+    /// `AioWatch` then does not end the transport.
+    pub watch_paused: AtomicBool,
 }
 
 impl Aio {
-    pub fn new(queue: Arc<AioQueue>) -> Self {
+    pub fn new(queue: Arc<AioQueue>, read_link: Option<Arc<Link>>) -> Self {
         Aio {
             queue,
             bound: PyOnceLock::new(),
             on_closed: PyOnceLock::new(),
             side: Mutex::new(LoopSide::default()),
+            read_link: Mutex::new(read_link),
+            watch_paused: AtomicBool::new(false),
         }
+    }
+
+    /// The fd of the socket the loop reads, or -1 (the reader thread does).
+    pub fn read_fd(&self) -> RawFd {
+        self.read_link.lock().as_ref().map_or(-1, |l| l.fd())
     }
 }
 

@@ -26,7 +26,48 @@ use crate::stats::Stats;
 /// A timer may fire this much early (uvloop counts in milliseconds).
 const TIMER_SLACK: Duration = Duration::from_millis(2);
 
+/// What the loop calls when the socket it reads is readable. Dropped by
+/// the loop when it stops watching: by `Closed` (the transport has ended),
+/// or with the loop itself when it is closed while the transport is open.
+/// Then nothing will read the socket again, not even the peer's close, so
+/// the transport ends here (as a reader thread would at that close),
+/// unless the watch was paused on purpose (`_aio_pause_reading`).
+#[pyclass(frozen, module = "gofast._native", name = "AioWatch")]
+pub struct AioWatch {
+    transport: Py<PyTransport>,
+}
+
+#[pymethods]
+impl AioWatch {
+    fn __call__(&self, py: Python<'_>) -> PyResult<()> {
+        PyTransport::aio_readable(self.transport.bind(py))
+    }
+}
+
+impl Drop for AioWatch {
+    fn drop(&mut self) {
+        let t = self.transport.get();
+        let paused = t
+            .aio
+            .as_ref()
+            .is_some_and(|a| a.watch_paused.load(std::sync::atomic::Ordering::Acquire));
+        if !paused {
+            t.inner.close_nowait(); // nothing if it has ended already
+        }
+    }
+}
+
 impl PyTransport {
+    /// A new `AioWatch` for the loop to call; un-pauses.
+    pub(super) fn aio_watch(slf: &Bound<'_, Self>) -> PyResult<AioWatch> {
+        let aio = slf.get().aio()?;
+        aio.watch_paused
+            .store(false, std::sync::atomic::Ordering::Release);
+        Ok(AioWatch {
+            transport: slf.clone().unbind(),
+        })
+    }
+
     pub(super) fn aio(&self) -> PyResult<&Aio> {
         self.aio
             .as_ref()
@@ -218,6 +259,25 @@ impl PyTransport {
     }
 
     /// Runs everything the reader queued since the last drain, in order.
+    /// The loop's callback for a readable socket it reads itself: one
+    /// read without the GIL (`read_ready` waits for the read side only
+    /// detached), then the drain of what it queued, with no eventfd between.
+    pub(super) fn aio_readable(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let me = slf.get();
+        let core = me.inner.clone();
+        if py.detach(|| core.read_ready()) {
+            // Reading has ended: stop watching now rather than be called for
+            // the shut socket until `Closed` is drained (which stops again).
+            let aio = me.aio()?;
+            let fd = aio.read_fd();
+            if let (Some(lp), true) = (aio.bound.get(py), fd >= 0) {
+                lp.call_method1(py, intern!(py, "remove_reader"), (fd,))?;
+            }
+        }
+        Self::aio_drain(slf)
+    }
+
     pub(super) fn aio_drain(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let me = slf.get();
@@ -310,9 +370,11 @@ impl PyTransport {
         }
         self.inner.handler().clear();
         if let Some(cb) = aio.on_closed.get(py) {
-            cb.call0(py)?; // the loop stops watching the eventfd
+            cb.call0(py)?; // the loop stops watching the eventfd and socket
         }
         aio.queue.release_fd();
+        let link = aio.read_link.lock().take();
+        drop(link); // its fd closes once the writer has let go too
         Ok(())
     }
 

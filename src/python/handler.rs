@@ -227,6 +227,9 @@ impl Handler for PyHandler {
 
     fn received(&self, closed: &dyn Fn() -> bool) {
         if let Some(q) = self.aio.get() {
+            if q.on_loop_thread() {
+                return; // the loop read this itself and drains it next
+            }
             q.ring();
             q.wait_taken(closed);
         }

@@ -171,14 +171,14 @@ impl PyTransport {
         };
         let link = Link { socket: sock, tls };
         let handler = PyHandler::default();
-        let aio = if aio {
+        let queue = if aio {
             let queue = AioQueue::new(s.max_pending).map_err(Error::from)?;
             handler.set_aio(queue.clone());
-            Some(Aio::new(queue))
+            Some(queue)
         } else {
             None
         };
-        if s.shared_reader && aio.is_some() {
+        if s.shared_reader && queue.is_some() {
             return Err(SettingsError::new_err(
                 "setting \"reader\": \"shared\" is for the sync API; a gofast.aio \
                  transport's reads are handed to its event loop",
@@ -189,6 +189,8 @@ impl PyTransport {
             false => None,
         };
         let core = Core::new(name, link, version, s, handler)?;
+        // The loop reads a plain socket itself (no reader thread).
+        let aio = queue.map(|q| Aio::new(q, core.use_caller_reader()));
         if let Some(p) = poller {
             // TLS and idle.timeout keep a reader thread (`use_poller`).
             core.use_poller(p);
@@ -534,6 +536,40 @@ impl PyTransport {
     /// Runs what arrived since the last call (the loop's reader callback).
     fn _aio_drain(slf: &Bound<'_, Self>) -> PyResult<()> {
         Self::aio_drain(slf)
+    }
+
+    /// The socket's fd if the loop reads it itself (`_aio_watcher()` when
+    /// it is readable, from `_aio_read_here`), else -1.
+    fn _aio_socket_fd(&self) -> PyResult<i32> {
+        Ok(self.aio()?.read_fd())
+    }
+
+    /// Makes the calling loop the reader (before the handshake): returns
+    /// the fd to watch with `_aio_watcher()`, or None when a reader thread
+    /// reads (TLS, `idle.timeout`) or the transport is closed.
+    fn _aio_read_here(&self, py: Python<'_>) -> PyResult<Option<i32>> {
+        self.aio_check(py)?;
+        let fd = self.aio()?.read_fd();
+        if fd < 0 || self.inner.start_caller_reading().is_err() {
+            return Ok(None); // the handshake says why it cannot start
+        }
+        Ok(Some(fd))
+    }
+
+    /// What the loop calls when the socket is readable (it reads it once
+    /// and runs what arrived); the transport ends when the loop drops it
+    /// (the loop was closed), unless paused.
+    fn _aio_watcher(slf: &Bound<'_, Self>) -> PyResult<super::aio_transport::AioWatch> {
+        Self::aio_watch(slf)
+    }
+
+    /// The loop will stop watching the socket for a while (and come back
+    /// with a new `_aio_watcher()`): its watch's drop does not end it.
+    fn _aio_pause_reading(&self) -> PyResult<()> {
+        let aio = self.aio()?;
+        aio.watch_paused
+            .store(true, std::sync::atomic::Ordering::Release);
+        Ok(())
     }
 
     /// An awaitable posting `msg` (ready at once when it was queued).

@@ -33,11 +33,13 @@ handlers that run on the transport's event loop, never on another thread:
   returns) or an async generator (its yields are the stream's messages).
 * :class:`Server` serves many connections with handlers set once.
 
-How it works: the core's threads keep the socket. What arrives is queued
-for the loop, which is woken through an eventfd once per socket read (not
-per message) and runs the whole batch in one native call; RESPONSEs
-resolve their requests' futures in that same pass. The loop never waits
-on the core: a full send queue is waited out on an executor thread.
+How it works: over a plain socket the loop reads it itself, one native call
+per socket read that runs the whole batch (handlers, RESPONSEs resolving
+their requests' futures) on the loop; over TLS or with ``idle.timeout`` a
+reader thread reads and queues the batch for the loop, which an eventfd
+wakes once per read. The writer thread writes what the loop cannot at once.
+The loop never waits on the core: a full send queue is waited out on an
+executor thread (docs/asyncio.md).
 """
 
 from __future__ import annotations

@@ -52,12 +52,17 @@ class Transport:
         self._t = native
         self._loop = loop
         self._fd = native._aio_fd()
+        # Over a plain link the loop reads the socket itself, from the
+        # handshake on (-1: a reader thread does, over TLS or with
+        # idle.timeout).
+        sock_fd = native._aio_socket_fd()
         self._ended: asyncio.Future[None] = loop.create_future()
         self._pid = os.getpid()
         # The hook holds what it needs, not this object: the native
         # transport keeps it, and a reference back would be a cycle through
         # it that the collector cannot see (never freed, its eventfd kept).
-        native._aio_bind(loop, functools.partial(_closed, loop, self._fd, self._ended))
+        hook = functools.partial(_closed, loop, self._fd, sock_fd, self._ended)
+        native._aio_bind(loop, hook)
         loop.add_reader(self._fd, native._aio_drain)
 
     @classmethod
@@ -109,6 +114,9 @@ class Transport:
         :class:`~gofast.Timeout` past ``timeout`` seconds. Cancelling it
         closes the transport."""
         self._t._aio_check()
+        sock_fd = self._t._aio_read_here()
+        if sock_fd is not None:
+            self._loop.add_reader(sock_fd, self._t._aio_watcher())
         try:
             raw = await self._loop.run_in_executor(None, self._t._handshake, timeout)
         except asyncio.CancelledError:
@@ -350,11 +358,15 @@ class Transport:
         )
 
 
-def _closed(loop: asyncio.AbstractEventLoop, fd: int, ended: asyncio.Future[None]) -> None:
+def _closed(
+    loop: asyncio.AbstractEventLoop, fd: int, sock_fd: int, ended: asyncio.Future[None]
+) -> None:
     # On the loop, once the connection's end has been drained (once: then
-    # the eventfd is closed and its number may be reused).
+    # the eventfd and the socket are closed and their numbers may be reused).
     if not ended.done():
         loop.remove_reader(fd)
+        if sock_fd >= 0:
+            loop.remove_reader(sock_fd)
         ended.set_result(None)
 
 
