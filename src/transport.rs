@@ -69,6 +69,8 @@ mod idle_spin;
 mod poller;
 pub use poller::{NoHooks, Poller, PollerHooks};
 mod receive;
+#[cfg(test)]
+mod test_pair;
 
 pub use crate::protocol::{Dispatched, Handler, PendingRequest, WAKE_EVERY};
 

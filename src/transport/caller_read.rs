@@ -93,20 +93,12 @@ impl<H: Handler> Core<H> {
 #[cfg(test)]
 mod tests {
     use std::net::{TcpListener, TcpStream};
-    use std::time::Duration;
 
     use super::*;
     use crate::io::Socket;
     use crate::protocol::testing::Recording;
     use crate::settings::{Role, Settings};
-
-    fn echo() -> Recording {
-        Recording {
-            ids: [7].into(),
-            answer: true,
-            ..Default::default()
-        }
-    }
+    use crate::transport::test_pair::echo;
 
     fn readable(fd: std::os::fd::RawFd) -> bool {
         let mut p = libc::pollfd {
@@ -157,26 +149,8 @@ mod tests {
         .expect("acceptor");
         let link = acceptor.use_caller_reader().expect("a plain link");
         let reading = drive(acceptor.clone(), link);
-        let shaking = std::thread::spawn({
-            let acceptor = acceptor.clone();
-            move || {
-                acceptor
-                    .handshake(Duration::from_secs(10), &mut || Ok(()))
-                    .map(|_| ())
-            }
-        });
-        dialer
-            .handshake(Duration::from_secs(10), &mut || Ok(()))
-            .expect("dialer handshake");
-        shaking.join().expect("thread").expect("acceptor handshake");
-        let pending = dialer
-            .send_request(7, b"ping", false, &mut || Ok(()))
-            .expect("send");
-        let reply = dialer
-            .wait_response(&pending, None)
-            .expect("reply")
-            .expect("ok");
-        assert_eq!(&reply.data[..], b"re:ping");
+        crate::transport::test_pair::handshake(&dialer, &acceptor);
+        crate::transport::test_pair::assert_echo(&dialer);
         dialer.close("done");
         reading
             .join()
@@ -209,13 +183,9 @@ mod tests {
     }
 
     #[test]
-    fn a_tls_link_or_an_idle_timeout_keeps_its_reader_thread() {
+    fn an_idle_timeout_keeps_its_reader_thread() {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let sock = TcpStream::connect(listener.local_addr().expect("address")).expect("connect");
-        let mut settings = Settings::defaults(Role::Dialer);
-        settings.idle_timeout = Some(Duration::from_secs(5));
-        let core =
-            Core::new("t", Link::plain(Socket::Tcp(sock)), 1, settings, echo()).expect("core");
+        let core = crate::transport::test_pair::with_idle_timeout(&listener);
         assert!(core.use_caller_reader().is_none());
         core.close("done");
     }

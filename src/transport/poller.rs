@@ -295,16 +295,9 @@ mod tests {
     use crate::protocol::testing::Recording;
     use crate::settings::{Role, Settings};
 
-    type Echo = Recording;
+    use crate::transport::test_pair::echo;
 
-    /// Answers REQUESTs of id 7 with "re:" and their data.
-    fn echo() -> Echo {
-        Recording {
-            ids: [7].into(),
-            answer: true,
-            ..Default::default()
-        }
-    }
+    type Echo = Recording;
 
     fn core(sock: TcpStream, role: Role, poller: &Arc<Poller<Echo>>) -> Arc<Core<Echo>> {
         let core = Core::new(
@@ -336,30 +329,12 @@ mod tests {
                 Role::Acceptor,
                 &poller,
             );
-            let shaking = std::thread::spawn({
-                let server = server.clone();
-                move || {
-                    server
-                        .handshake(Duration::from_secs(10), &mut || Ok(()))
-                        .map(|_| ())
-                }
-            });
-            client
-                .handshake(Duration::from_secs(10), &mut || Ok(()))
-                .expect("client handshake");
-            shaking.join().expect("thread").expect("server handshake");
+            crate::transport::test_pair::handshake(&client, &server);
             pairs.push((client, server));
         }
         assert_eq!(poller.connections(), 40);
         for (client, _) in &pairs {
-            let pending = client
-                .send_request(7, b"ping", false, &mut || Ok(()))
-                .expect("send");
-            let reply = client
-                .wait_response(&pending, None)
-                .expect("reply")
-                .expect("ok");
-            assert_eq!(&reply.data[..], b"re:ping");
+            crate::transport::test_pair::assert_echo(client);
         }
         // The peer's close ends the server side, read by the poller.
         let (client, server) = pairs.pop().expect("a pair");
@@ -383,11 +358,7 @@ mod tests {
     fn a_tls_link_or_an_idle_timeout_keeps_its_reader_thread() {
         let poller = Poller::start("test", Box::new(NoHooks)).expect("poller");
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let sock = TcpStream::connect(listener.local_addr().expect("address")).expect("connect");
-        let mut settings = Settings::defaults(Role::Dialer);
-        settings.idle_timeout = Some(Duration::from_secs(5));
-        let core =
-            Core::new("t", Link::plain(Socket::Tcp(sock)), 1, settings, echo()).expect("core");
+        let core = crate::transport::test_pair::with_idle_timeout(&listener);
         assert!(!core.use_poller(poller.clone()));
         core.close("done");
         poller.stop();
