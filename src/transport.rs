@@ -484,10 +484,16 @@ impl<H: Handler> Core<H> {
     /// `idle.timeout` (the reader thread's timed wait), and only before the
     /// handshake. Returns whether it will.
     pub fn use_poller(&self, poller: Arc<Poller<H>>) -> bool {
-        if self.tls || self.session.settings.idle_timeout.is_some() || self.hs.lock().started {
+        if self.needs_own_reader() || self.hs.lock().started {
             return false;
         }
         self.poller.set(poller).is_ok()
+    }
+
+    /// TLS records are decrypted by their reader thread, and `idle.timeout`
+    /// is that thread's timed wait: neither can be read by someone else.
+    fn needs_own_reader(&self) -> bool {
+        self.tls || self.session.settings.idle_timeout.is_some()
     }
 
     fn start_reader(self: &Arc<Self>) -> Result<()> {

@@ -29,11 +29,7 @@ impl<H: Handler> Core<H> {
     /// watching, so the fd's number is not reused meanwhile.
     pub fn use_caller_reader(&self) -> Option<Arc<Link>> {
         let hs = self.hs.lock();
-        if self.tls
-            || self.session.settings.idle_timeout.is_some()
-            || self.poller.get().is_some()
-            || hs.started
-        {
+        if self.needs_own_reader() || self.poller.get().is_some() || hs.started {
             return None;
         }
         let link = self.sock.lock().clone()?;
