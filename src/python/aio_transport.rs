@@ -3,6 +3,7 @@
 //! that never wait on the loop's thread.
 
 use std::borrow::Cow;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -50,7 +51,7 @@ impl Drop for AioWatch {
         let paused = t
             .aio
             .as_ref()
-            .is_some_and(|a| a.watch_paused.load(std::sync::atomic::Ordering::Acquire));
+            .is_some_and(|a| a.watch_paused.load(Ordering::Acquire));
         if !paused {
             t.inner.close_nowait(); // nothing if it has ended already
         }
@@ -61,8 +62,7 @@ impl PyTransport {
     /// A new `AioWatch` for the loop to call; un-pauses.
     pub(super) fn aio_watch(slf: &Bound<'_, Self>) -> PyResult<AioWatch> {
         let aio = slf.get().aio()?;
-        aio.watch_paused
-            .store(false, std::sync::atomic::Ordering::Release);
+        aio.watch_paused.store(false, Ordering::Release);
         Ok(AioWatch {
             transport: slf.clone().unbind(),
         })
@@ -258,7 +258,6 @@ impl PyTransport {
         Ok(())
     }
 
-    /// Runs everything the reader queued since the last drain, in order.
     /// The loop's callback for a readable socket it reads itself: one
     /// read without the GIL (`read_ready` waits for the read side only
     /// detached), then the drain of what it queued, with no eventfd between.
@@ -278,6 +277,7 @@ impl PyTransport {
         Self::aio_drain(slf)
     }
 
+    /// Runs everything the reader queued since the last drain, in order.
     pub(super) fn aio_drain(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let me = slf.get();

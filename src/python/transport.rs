@@ -3,6 +3,7 @@
 //! `request`, `Stream.send`) are here, one Python→Rust hop each.
 
 use std::os::fd::RawFd;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -567,8 +568,7 @@ impl PyTransport {
     /// with a new `_aio_watcher()`): its watch's drop does not end it.
     fn _aio_pause_reading(&self) -> PyResult<()> {
         let aio = self.aio()?;
-        aio.watch_paused
-            .store(true, std::sync::atomic::Ordering::Release);
+        aio.watch_paused.store(true, Ordering::Release);
         Ok(())
     }
 

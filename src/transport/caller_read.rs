@@ -12,14 +12,13 @@
 //! Locks: `read_ready` waits for `read` only without the GIL (the front end
 //! calls it detached), as every other waiter for it does.
 
-use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use super::receive::ReadNow;
 use super::{Core, Handler};
 use crate::codec::FrameDecoder;
 use crate::io::Link;
-use crate::stats::Stats;
 
 impl<H: Handler> Core<H> {
     /// Has the caller read this transport (`read_ready`) instead of a
@@ -51,25 +50,10 @@ impl<H: Handler> Core<H> {
     /// (the caller stops watching once the close has reached it).
     pub fn read_ready(self: &Arc<Self>) -> bool {
         let mut side = self.read.lock();
-        let Some(fd) = side.sock.as_ref().map(|s| s.fd()) else {
-            return true; // closed already
-        };
-        let ended = match side.buf.fill_now(fd) {
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                ) =>
-            {
-                return false;
-            }
-            Err(e) => Err(e.into()),
-            Ok(0) => {
-                let partial = side.buf.data().len();
-                self.end_of_input(partial)
-            }
-            Ok(n) => {
-                Stats::add(&self.stats.n_rxbyte, n as u64);
+        let ended = match self.read_now(&mut side) {
+            ReadNow::Nothing => return false,
+            ReadNow::Ended(why) => why,
+            ReadNow::Got(n) => {
                 let decoder = FrameDecoder::new(self.session.settings.max_frame);
                 let mut frames = Vec::new();
                 let handled = self.decode_and_process(&decoder, &mut side.buf, &mut frames);
@@ -81,6 +65,7 @@ impl<H: Handler> Core<H> {
             }
         };
         drop(side);
+        // Once only, whoever ends first (a close() finishes it too).
         self.reading_ended(ended);
         true
     }

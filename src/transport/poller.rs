@@ -25,11 +25,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::{JoinHandle, ThreadId};
 
-use super::receive::End;
+use super::receive::{End, ReadNow};
 use super::{Core, Handler};
 use crate::codec::FrameDecoder;
 use crate::errors::{Error, Result};
-use crate::stats::Stats;
 use crate::sync::Mutex;
 use crate::writer::Outbox;
 
@@ -234,27 +233,13 @@ impl<H: Handler> Poller<H> {
         let mut read = Vec::with_capacity(ready.len());
         for (token, core) in &ready {
             let mut side = core.read.lock();
-            let Some(fd) = side.sock.as_ref().map(|s| s.fd()) else {
-                drop(side);
-                ended.push((*token, core.clone(), Ok(End::PeerClosed)));
-                continue;
-            };
-            match side.buf.fill_now(fd) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
+            match core.read_now(&mut side) {
+                ReadNow::Nothing => {}
+                ReadNow::Ended(why) => {
                     drop(side);
-                    ended.push((*token, core.clone(), Err(e.into())));
+                    ended.push((*token, core.clone(), why));
                 }
-                Ok(0) => {
-                    let partial = side.buf.data().len();
-                    drop(side);
-                    ended.push((*token, core.clone(), core.end_of_input(partial)));
-                }
-                Ok(n) => {
-                    Stats::add(&core.stats.n_rxbyte, n as u64);
-                    read.push((*token, core, side, n));
-                }
+                ReadNow::Got(n) => read.push((*token, core, side, n)),
             }
         }
         if !read.is_empty() {

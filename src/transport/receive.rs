@@ -12,13 +12,14 @@
 //! link's doorbell, which the reader polls beside the socket, and the
 //! reader handles what is buffered before it reads again.
 
+use std::io::ErrorKind;
 use std::os::fd::RawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::idle_spin::IdleSpin;
-use super::{Core, Handler};
+use super::{Core, Handler, ReadSide};
 use crate::codec::{Decoded, FrameDecoder, Kind};
 use crate::errors::{Error, ProtocolError, Result};
 use crate::exchange::Slot;
@@ -41,7 +42,36 @@ pub(super) enum End {
     Idle(Duration),
 }
 
+/// What one read of the socket's bytes at hand found (`read_now`).
+pub(super) enum ReadNow {
+    /// Nothing yet (or a signal): wait for readiness again.
+    Nothing,
+    /// This many bytes arrived (counted in `n_rxbyte`).
+    Got(usize),
+    /// Reading is over: the end of input, an error, or closed already.
+    Ended(Result<End>),
+}
+
 impl<H: Handler> Core<H> {
+    /// Reads what the socket holds now, without blocking, into the read
+    /// side's buffer: the shared reader's and a caller's loop's read.
+    pub(super) fn read_now(&self, side: &mut ReadSide) -> ReadNow {
+        let Some(fd) = side.sock.as_ref().map(|s| s.fd()) else {
+            return ReadNow::Ended(Ok(End::PeerClosed));
+        };
+        match side.buf.fill_now(fd) {
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {
+                ReadNow::Nothing
+            }
+            Err(e) => ReadNow::Ended(Err(e.into())),
+            Ok(0) => ReadNow::Ended(self.end_of_input(side.buf.data().len())),
+            Ok(n) => {
+                Stats::add(&self.stats.n_rxbyte, n as u64);
+                ReadNow::Got(n)
+            }
+        }
+    }
+
     pub(super) fn run_reader(self: Arc<Self>) {
         Outbox::mark_reader_thread();
         let me = self.clone();
